@@ -1,0 +1,209 @@
+//! Wires the hub, the broker and the HTTP server together; owns start-up, shutdown and drain.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::disconnect::Disconnect;
+use crate::event::IdGenerator;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::outbox::Limits;
+use crate::session::SessionSettings;
+
+type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// Everything a request handler needs; one per instance.
+pub struct AppState {
+    pub cfg: Config,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub ids: IdGenerator,
+    /// Per token subject; `None` when `PUBLISH_RATE_PER_SEC=0`.
+    limiter: Option<KeyedLimiter>,
+    /// Set on SIGTERM: `/ready` answers 503 and upgrades are refused.
+    pub draining: AtomicBool,
+    pub started: Instant,
+    /// Every WebSocket session task, so the drain can wait for their closing handshakes.
+    pub sessions: TaskTracker,
+    pub session_settings: SessionSettings,
+    pub ws_config: WebSocketConfig,
+}
+
+impl AppState {
+    /// Builds the state with the in-memory broker.
+    pub fn new(cfg: Config) -> Result<Arc<AppState>, String> {
+        let metrics = Arc::new(Metrics::new());
+        let limits = Limits { max_messages: cfg.outbox_max_messages, max_bytes: cfg.outbox_max_bytes };
+        let hub = Hub::new(limits, metrics.clone(), &cfg.instance_id);
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+        Self::with_broker(cfg, hub, broker, metrics)
+    }
+
+    pub fn with_broker(
+        cfg: Config,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<AppState>, String> {
+        let auth = Authenticator::new(&cfg)?;
+        let limiter = NonZeroU32::new(cfg.publish_rate_per_sec).map(|rate| {
+            let burst = NonZeroU32::new(cfg.publish_burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let session_settings = SessionSettings {
+            ping_interval: cfg.ping_interval,
+            pong_timeout: cfg.pong_timeout,
+            write_timeout: cfg.ping_interval + cfg.pong_timeout,
+            close_timeout: cfg.drain_timeout.min(Duration::from_secs(5)),
+        };
+        let ws_config = ws_config(&cfg);
+        Ok(Arc::new(AppState {
+            cfg,
+            hub,
+            broker,
+            auth,
+            metrics,
+            ids: IdGenerator::new(),
+            limiter,
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            sessions: TaskTracker::new(),
+            session_settings,
+            ws_config,
+        }))
+    }
+
+    /// `Some(wait)` when `subject` has used up its publish budget.
+    pub fn rate_limited(&self, subject: &str) -> Option<Duration> {
+        let limiter = self.limiter.as_ref()?;
+        match limiter.check_key(&subject.to_string()) {
+            Ok(()) => None,
+            Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+}
+
+/// tungstenite's buffers, sized for many mostly idle sockets. Its defaults (128 KiB read and
+/// write buffers) cost ~137 KB per socket once a frame has been read; `WS_BUFFER_BYTES`
+/// (4 KiB) keeps an idle socket near 6 KB. The write buffer may grow past its size for one
+/// large frame, up to the largest event a publisher can send plus the frame envelope.
+pub fn ws_config(cfg: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_buffer_bytes)
+        .write_buffer_size(cfg.ws_buffer_bytes)
+        .max_write_buffer_size(cfg.ws_buffer_bytes + cfg.max_body_bytes + 64 * 1024)
+        .max_message_size(Some(cfg.max_message_bytes))
+        .max_frame_size(Some(cfg.max_message_bytes))
+}
+
+/// Runs an instance on `listener` until `shutdown` resolves, then drains and returns.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let st = AppState::new(cfg)?;
+    run_with(st, listener, shutdown).await
+}
+
+/// Like [`run`], with a state built by the caller (another broker, tests).
+pub async fn run_with(st: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+    let addr = listener.local_addr().map_err(|e| format!("LISTEN_ADDR: {e}"))?;
+    let status = st.broker.status();
+    tracing::info!(
+        instance_id = %st.hub.instance_id(),
+        mode = status.mode,
+        version = env!("CARGO_PKG_VERSION"),
+        "wsgate starting ({} mode)",
+        status.mode
+    );
+    if st.cfg.dev_mode() {
+        announce_dev_mode(&st);
+    }
+
+    let stop_http = CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(listener, st.clone(), stop_http.clone()));
+    let janitor = tokio::spawn(janitor(st.clone()));
+    tracing::info!("listening on http://{addr}");
+
+    shutdown.await;
+    drain(&st).await;
+    janitor.abort();
+    stop_http.cancel();
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The shutdown sequence, in this order:
+/// 1. refuse new upgrades and report not-ready, so load balancers stop sending clients here;
+/// 2. close every socket with 1001 (through the hub, so sessions registering concurrently
+///    are closed too);
+/// 3. wait, up to `DRAIN_TIMEOUT_MS`, for the sessions' closing handshakes;
+/// 4. stop the broker (its heartbeat key goes), then the HTTP server.
+async fn drain(st: &AppState) {
+    st.draining.store(true, Ordering::Release);
+    let n = st.hub.close_all(Disconnect::Shutdown);
+    tracing::info!(connections = n, timeout_ms = st.cfg.drain_timeout.as_millis() as u64, "draining");
+    st.sessions.close();
+    if tokio::time::timeout(st.cfg.drain_timeout, st.sessions.wait()).await.is_err() {
+        tracing::warn!(left = st.hub.connection_count(), "drain timeout reached; dropping remaining sockets");
+    }
+    st.broker.shutdown().await;
+}
+
+/// Periodic housekeeping: forget idle rate-limit buckets so the limiter's memory follows the
+/// number of active publishers, not every subject ever seen.
+async fn janitor(st: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Some(l) = &st.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+fn announce_dev_mode(st: &AppState) {
+    let day = Duration::from_secs(24 * 3600);
+    tracing::warn!(
+        "DEV MODE: neither JWT_SECRET nor JWT_PUBLIC_KEY_FILE is set; tokens are signed with a random \
+         key that dies with this process. Never run like this in production."
+    );
+    if let (Some(user), Some(publisher)) =
+        (st.auth.mint("dev-user", None, day), st.auth.mint("dev-publisher", Some("publish"), day))
+    {
+        tracing::warn!("dev user token: {user}");
+        tracing::warn!("dev publish token: {publisher}");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,47 @@
+//! The single-instance broker: publish hands the event straight to the local hub.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::{Broker, BrokerStatus, FleetStats, PublishError};
+use crate::event::Event;
+use crate::hub::Hub;
+
+pub struct MemoryBroker {
+    hub: Arc<Hub>,
+}
+
+impl MemoryBroker {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        MemoryBroker { hub }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, event: Event, accepted_at: Instant) -> BoxFuture<'_, Result<(), PublishError>> {
+        // Delivered before returning: once the publisher has its 202, every local socket has
+        // the event queued, which is what makes sequential publishes arrive in order.
+        self.hub.deliver(&event, Some(accepted_at));
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn fleet_stats(&self) -> BoxFuture<'_, FleetStats> {
+        let s = FleetStats {
+            total_instances: 1,
+            total_connections: self.hub.connection_count(),
+            total_users: self.hub.user_count(),
+        };
+        futures_util::future::ready(s).boxed()
+    }
+
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus { mode: "memory", redis_enabled: false, redis_state: "disabled" }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+}

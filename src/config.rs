@@ -1,0 +1,392 @@
+//! Flags and environment variables → a validated [`Config`].
+//!
+//! Every setting is a clap flag with an environment variable behind it (the flag wins). The
+//! value name of each flag *is* its environment name, so clap's own error for a bad value
+//! ("invalid value 'x' for '--listen-addr <LISTEN_ADDR>'") names the setting the operator has
+//! to fix. Checks clap cannot express (ranges, files that must exist, key parsing) happen in
+//! [`Config::from_args`] and name the setting too.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Command-line interface. `wsgate --help` prints every setting with its environment name.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "WebSocket fan-out gateway: backends POST events, browsers receive them.",
+    long_about = "WebSocket fan-out gateway.\n\nBrowsers connect to GET /ws/tasks?token=<JWT> and \
+                  receive JSON events; backends POST /api/events with a service token. With \
+                  REDIS_URL set, instances share one audience through Redis. Every flag can be \
+                  set through the environment variable shown in brackets; the flag wins."
+)]
+pub struct Args {
+    /// HTTP and WebSocket listener address.
+    #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
+    pub listen_addr: SocketAddr,
+
+    /// Redis URL. Unset: single-instance in-memory mode. Forms: redis://[user:pass@]host:port[/db],
+    /// rediss:// (TLS), redis-cluster://, redis-sentinel://.
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel the gateway uses.
+    #[arg(long, env = "REDIS_KEY_PREFIX", value_name = "REDIS_KEY_PREFIX", default_value = "websocket:")]
+    pub redis_key_prefix: String,
+
+    /// HS256 secret for user and service tokens. Without it and without JWT_PUBLIC_KEY_FILE the
+    /// gateway runs in dev mode with a random key.
+    #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RSA for RS256 or EC P-256 for ES256) instead of a secret.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE", value_name = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// Required `iss` claim, checked when set.
+    #[arg(long, env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, checked when set.
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf` at connect/publish time, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECS", value_name = "JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
+
+    /// This instance's name in Redis and in /ws/stats. Default: host name + random suffix.
+    #[arg(long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Heartbeat period; the heartbeat key lives 3 periods.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_MS", value_name = "HEARTBEAT_INTERVAL_MS", default_value_t = 5000)]
+    pub heartbeat_interval_ms: u64,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Comma-separated list of Origins allowed to open WebSockets (e.g.
+    /// https://app.example.com). Unset: any. Requests without an Origin header (non-browser
+    /// clients) are always allowed.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_name = "ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+
+    /// Largest inbound WebSocket message or frame, in bytes; larger closes the socket with 1009.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", value_name = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Per-connection outbound queue limit in messages; overflow closes the socket with 1013.
+    #[arg(long, env = "OUTBOX_MAX_MESSAGES", value_name = "OUTBOX_MAX_MESSAGES", default_value_t = 4096)]
+    pub outbox_max_messages: usize,
+
+    /// Per-connection outbound queue limit in bytes; overflow closes the socket with 1013.
+    #[arg(long, env = "OUTBOX_MAX_BYTES", value_name = "OUTBOX_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub outbox_max_bytes: usize,
+
+    /// A connection silent for this long is sent a WebSocket ping.
+    #[arg(long, env = "PING_INTERVAL_MS", value_name = "PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
+
+    /// After a ping, a connection that sends nothing for this long is dropped.
+    #[arg(long, env = "PONG_TIMEOUT_MS", value_name = "PONG_TIMEOUT_MS", default_value_t = 10_000)]
+    pub pong_timeout_ms: u64,
+
+    /// Largest accepted POST /api/events body, in bytes (413 above).
+    #[arg(long, env = "MAX_BODY_BYTES", value_name = "MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Sustained publishes per second allowed per token subject (429 above); 0 turns the limit off.
+    #[arg(long, env = "PUBLISH_RATE_PER_SEC", value_name = "PUBLISH_RATE_PER_SEC", default_value_t = 1000)]
+    pub publish_rate_per_sec: u32,
+
+    /// Publishes a subject may make in a burst above the sustained rate.
+    #[arg(long, env = "PUBLISH_BURST", value_name = "PUBLISH_BURST", default_value_t = 2000)]
+    pub publish_burst: u32,
+
+    /// On SIGTERM/SIGINT, how long to wait for sockets to close before exiting.
+    #[arg(long, env = "DRAIN_TIMEOUT_MS", value_name = "DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+
+    /// tungstenite read and write buffer size per socket, in bytes. Small buffers keep idle
+    /// sockets cheap (tungstenite's 128 KiB default costs 137 KB per socket once read from).
+    #[arg(long, env = "WS_BUFFER_BYTES", value_name = "WS_BUFFER_BYTES", default_value_t = 4096)]
+    pub ws_buffer_bytes: usize,
+
+    /// Tokio worker threads; 0 = one per core.
+    #[arg(long, env = "WORKER_THREADS", value_name = "WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+}
+
+/// How tokens are verified.
+#[derive(Clone)]
+pub enum JwtKey {
+    /// HS256 with a shared secret.
+    Secret(Vec<u8>),
+    /// RS256 or ES256 public key, PEM-encoded.
+    PublicKeyPem(Vec<u8>),
+    /// No key configured: a random HS256 secret for this process only.
+    Dev(Vec<u8>),
+}
+
+impl std::fmt::Debug for JwtKey {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwtKey::Secret(_) => f.write_str("Secret(<redacted>)"),
+            JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+            JwtKey::Dev(_) => f.write_str("Dev(<random>)"),
+        }
+    }
+}
+
+/// The validated configuration the app is built from.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub redis_url: Option<String>,
+    pub redis_key_prefix: String,
+    pub jwt_key: JwtKey,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_leeway: Duration,
+    pub instance_id: String,
+    pub heartbeat_interval: Duration,
+    pub log_format: LogFormat,
+    /// `None` = any origin.
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_message_bytes: usize,
+    pub outbox_max_messages: usize,
+    pub outbox_max_bytes: usize,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub publish_rate_per_sec: u32,
+    pub publish_burst: u32,
+    pub drain_timeout: Duration,
+    pub ws_buffer_bytes: usize,
+    pub worker_threads: usize,
+}
+
+/// A setting with a value the gateway cannot run with. Displays as `SETTING: why`.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid setting {}: {}", self.setting, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { setting, message: message.into() }
+}
+
+fn at_least<T: PartialOrd + std::fmt::Display>(setting: &'static str, v: T, min: T) -> Result<T, ConfigError> {
+    if v < min {
+        return Err(bad(setting, format!("must be at least {min}, got {v}")));
+    }
+    Ok(v)
+}
+
+impl Config {
+    /// Validates parsed arguments. Reads `JWT_PUBLIC_KEY_FILE` if set.
+    pub fn from_args(a: Args) -> Result<Config, ConfigError> {
+        let jwt_key = match (&a.jwt_secret, &a.jwt_public_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad("JWT_SECRET", "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both"));
+            }
+            (Some(s), None) if s.is_empty() => return Err(bad("JWT_SECRET", "must not be empty")),
+            (Some(s), None) => JwtKey::Secret(s.as_bytes().to_vec()),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| bad("JWT_PUBLIC_KEY_FILE", format!("cannot read {}: {e}", path.display())))?;
+                crate::auth::check_public_key(&pem).map_err(|e| bad("JWT_PUBLIC_KEY_FILE", e))?;
+                JwtKey::PublicKeyPem(pem)
+            }
+            (None, None) => {
+                let secret: [u8; 32] = rand::random();
+                JwtKey::Dev(secret.to_vec())
+            }
+        };
+        let allowed_origins = match a.allowed_origins.as_deref().map(str::trim) {
+            None | Some("") | Some("*") => None,
+            Some(list) => {
+                let v: Vec<String> =
+                    list.split(',').map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
+                if let Some(o) = v.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
+                    return Err(bad("ALLOWED_ORIGINS", format!("{o:?} is not an origin like https://app.example.com")));
+                }
+                Some(v)
+            }
+        };
+        let instance_id = match a.instance_id {
+            Some(id) if id.trim().is_empty() => return Err(bad("INSTANCE_ID", "must not be empty")),
+            Some(id) if id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                return Err(bad("INSTANCE_ID", "at most 128 characters, no spaces or control characters"));
+            }
+            Some(id) => id,
+            None => default_instance_id(),
+        };
+        if a.redis_key_prefix.chars().any(|c| c.is_whitespace()) {
+            return Err(bad("REDIS_KEY_PREFIX", "must not contain white space"));
+        }
+        if let Some(url) = &a.redis_url {
+            let ok = ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://", "redis-sentinel://", "rediss-sentinel://"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !ok {
+                return Err(bad(
+                    "REDIS_URL",
+                    "must start with redis://, rediss://, redis-cluster://, rediss-cluster:// or redis-sentinel://",
+                ));
+            }
+        }
+        let max_message_bytes = at_least("MAX_MESSAGE_BYTES", a.max_message_bytes, 128)?;
+        let ws_buffer_bytes = at_least("WS_BUFFER_BYTES", a.ws_buffer_bytes, 512)?;
+        Ok(Config {
+            listen_addr: a.listen_addr,
+            redis_url: a.redis_url.filter(|u| !u.is_empty()),
+            redis_key_prefix: a.redis_key_prefix,
+            jwt_key,
+            jwt_issuer: a.jwt_issuer.filter(|s| !s.is_empty()),
+            jwt_audience: a.jwt_audience.filter(|s| !s.is_empty()),
+            jwt_leeway: Duration::from_secs(at_most("JWT_LEEWAY_SECS", a.jwt_leeway_secs, 3600)?),
+            instance_id,
+            heartbeat_interval: Duration::from_millis(at_least("HEARTBEAT_INTERVAL_MS", a.heartbeat_interval_ms, 100)?),
+            log_format: a.log_format,
+            allowed_origins,
+            max_message_bytes,
+            outbox_max_messages: at_least("OUTBOX_MAX_MESSAGES", a.outbox_max_messages, 1)?,
+            outbox_max_bytes: at_least("OUTBOX_MAX_BYTES", a.outbox_max_bytes, 1024)?,
+            ping_interval: Duration::from_millis(at_least("PING_INTERVAL_MS", a.ping_interval_ms, 50)?),
+            pong_timeout: Duration::from_millis(at_least("PONG_TIMEOUT_MS", a.pong_timeout_ms, 50)?),
+            max_body_bytes: at_least("MAX_BODY_BYTES", a.max_body_bytes, 64)?,
+            publish_rate_per_sec: a.publish_rate_per_sec,
+            publish_burst: if a.publish_rate_per_sec > 0 {
+                at_least("PUBLISH_BURST", a.publish_burst, 1)?
+            } else {
+                a.publish_burst
+            },
+            drain_timeout: Duration::from_millis(a.drain_timeout_ms),
+            ws_buffer_bytes,
+            worker_threads: a.worker_threads,
+        })
+    }
+
+    /// A configuration for tests and benchmarks: every default, HS256 with `secret`, port 0.
+    pub fn for_tests(secret: &str) -> Config {
+        let args = Args::parse_from(["wsgate", "--listen-addr", "127.0.0.1:0", "--jwt-secret", secret]);
+        Config::from_args(args).expect("default settings are valid")
+    }
+
+    /// True when no key was configured and tokens are signed with a random per-process key.
+    pub fn dev_mode(&self) -> bool {
+        matches!(self.jwt_key, JwtKey::Dev(_))
+    }
+}
+
+fn at_most(setting: &'static str, v: u64, max: u64) -> Result<u64, ConfigError> {
+    if v > max {
+        return Err(bad(setting, format!("must be at most {max}, got {v}")));
+    }
+    Ok(v)
+}
+
+/// Host name plus a random suffix, so two instances on one host (or a restarted pod that
+/// keeps its host name) never share a heartbeat key.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wsgate".to_string());
+    let suffix: u32 = rand::random();
+    format!("{host}-{:06x}", suffix & 0xff_ffff)
+}
+
+/// Hides the password of a Redis URL for logs: `redis://user:***@host:6379/0`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_string() };
+            format!("{}://{masked}@{}", &url[..scheme_end], &rest[at + 1..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut v = vec!["wsgate"];
+        v.extend_from_slice(args);
+        let a = Args::try_parse_from(v).map_err(|e| e.to_string())?;
+        Config::from_args(a).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_dev_mode_without_keys() {
+        let c = parse(&[]).unwrap();
+        assert!(c.dev_mode());
+        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.redis_key_prefix, "websocket:");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert!(c.allowed_origins.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = parse(&["--listen-addr", "nonsense"]).unwrap_err();
+        assert!(e.contains("LISTEN_ADDR"), "{e}");
+        let e = parse(&["--outbox-max-bytes", "0"]).unwrap_err();
+        assert!(e.contains("OUTBOX_MAX_BYTES"), "{e}");
+        let e = parse(&["--allowed-origins", "example.com"]).unwrap_err();
+        assert!(e.contains("ALLOWED_ORIGINS"), "{e}");
+        let e = parse(&["--redis-url", "http://x"]).unwrap_err();
+        assert!(e.contains("REDIS_URL"), "{e}");
+        let e = parse(&["--jwt-public-key-file", "/nonexistent/key.pem"]).unwrap_err();
+        assert!(e.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+    }
+
+    #[test]
+    fn origins_are_normalised() {
+        let c = parse(&["--allowed-origins", "https://App.example.com/, http://localhost:3000"]).unwrap();
+        assert_eq!(
+            c.allowed_origins.unwrap(),
+            vec!["https://app.example.com".to_string(), "http://localhost:3000".to_string()]
+        );
+    }
+
+    #[test]
+    fn redis_password_is_redacted() {
+        assert_eq!(redact_url("redis://user:secret@h:6379/0"), "redis://user:***@h:6379/0");
+        assert_eq!(redact_url("rediss://:secret@h:6380"), "rediss://:***@h:6380");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,79 @@
+//! Why a connection ended: each reason has its close code, a short reason text sent in the
+//! close frame, and a metric label. Naming them (as centrifuge's `disconnect.go` does) keeps the
+//! session loop, the metrics and the logs in agreement.
+
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The instance is shutting down: 1001, the client should reconnect (elsewhere).
+    Shutdown,
+    /// The client did not read fast enough and its outbound queue overflowed: 1013.
+    Slow,
+    /// The token's `exp` passed while the connection was open: 1008.
+    TokenExpired,
+    /// The client broke a rule of the protocol (e.g. sent a binary frame): 1008.
+    Policy,
+    /// An inbound frame or message exceeded `MAX_MESSAGE_BYTES`: 1009.
+    MessageTooBig,
+    /// The client sent nothing within `PONG_TIMEOUT_MS` of a ping. No close frame: the peer is
+    /// presumed gone, so the socket is dropped.
+    PingTimeout,
+    /// The client closed the connection (close frame or EOF).
+    ClientClosed,
+    /// A transport or protocol error; the socket is dropped.
+    Error,
+}
+
+impl Disconnect {
+    /// The close code to send, or `None` when the socket is just dropped.
+    pub fn close_code(self) -> Option<CloseCode> {
+        match self {
+            Disconnect::Shutdown => Some(CloseCode::Away),
+            Disconnect::Slow => Some(CloseCode::Again),
+            Disconnect::TokenExpired | Disconnect::Policy => Some(CloseCode::Policy),
+            Disconnect::MessageTooBig => Some(CloseCode::Size),
+            Disconnect::PingTimeout | Disconnect::ClientClosed | Disconnect::Error => None,
+        }
+    }
+
+    /// The reason text of the close frame, and the `reason` label in logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::Slow => "slow",
+            Disconnect::TokenExpired => "token_expired",
+            Disconnect::Policy => "policy",
+            Disconnect::MessageTooBig => "message_too_big",
+            Disconnect::PingTimeout => "ping_timeout",
+            Disconnect::ClientClosed => "client_closed",
+            Disconnect::Error => "error",
+        }
+    }
+
+    /// Every reason, for pre-registering metric series so dashboards see zeros.
+    pub const ALL: [Disconnect; 8] = [
+        Disconnect::Shutdown,
+        Disconnect::Slow,
+        Disconnect::TokenExpired,
+        Disconnect::Policy,
+        Disconnect::MessageTooBig,
+        Disconnect::PingTimeout,
+        Disconnect::ClientClosed,
+        Disconnect::Error,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_follow_the_contract() {
+        assert_eq!(u16::from(Disconnect::Shutdown.close_code().unwrap()), 1001);
+        assert_eq!(u16::from(Disconnect::TokenExpired.close_code().unwrap()), 1008);
+        assert_eq!(u16::from(Disconnect::MessageTooBig.close_code().unwrap()), 1009);
+        assert_eq!(u16::from(Disconnect::Slow.close_code().unwrap()), 1013);
+        assert!(Disconnect::PingTimeout.close_code().is_none());
+    }
+}

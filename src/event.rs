@@ -1,0 +1,244 @@
+//! An event, its id, its audience and its wire encoding.
+//!
+//! An event is parsed and validated once at the edge ([`PublishRequest::parse`]), given an id
+//! and a timestamp, and encoded to its frame payload once per instance ([`Event::frame`]); the
+//! resulting [`Utf8Bytes`] is cloned by reference count into every outbox.
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Longest `type`, in characters.
+pub const MAX_TYPE_CHARS: usize = 128;
+/// Most users one event may name. Bounds the work one request can cause.
+pub const MAX_USERS: usize = 10_000;
+/// Longest user id, in bytes.
+pub const MAX_USER_BYTES: usize = 256;
+
+/// Who an event is for. The hub resolves it against the local registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "ids")]
+pub enum Audience {
+    /// Every connection on every instance.
+    All,
+    /// Every connection of each named user (deduplicated), wherever it is connected.
+    Users(Vec<String>),
+}
+
+/// One accepted event.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique across instances and restarts, sorts by time (a ULID).
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The publisher's JSON value, byte for byte.
+    pub data: Box<RawValue>,
+    /// Accept time, ms since the epoch.
+    pub ts: u64,
+    pub audience: Audience,
+}
+
+/// The client-facing frame: `{"id","type","data","ts"}`.
+#[derive(Serialize)]
+struct Frame<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: &'a RawValue,
+    ts: u64,
+}
+
+impl Event {
+    /// Encodes the frame payload. Called once per event per instance.
+    pub fn frame(&self) -> Utf8Bytes {
+        let frame = Frame { id: &self.id, kind: &self.kind, data: &self.data, ts: self.ts };
+        // Serialising borrowed strings and a RawValue cannot fail.
+        let s = serde_json::to_string(&frame).unwrap_or_default();
+        Utf8Bytes::from(s)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Makes event ids: ULIDs (48-bit ms timestamp + 80 random bits, Crockford base32). The
+/// randomness makes them unique across instances and restarts with no coordination; the
+/// monotonic generator makes ids made in one process strictly increasing, even within one
+/// millisecond, so sequential publishes through one instance sort in publish order.
+pub struct IdGenerator {
+    // A std Mutex: held for a few nanoseconds, never across an await.
+    gen: Mutex<ulid::Generator>,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IdGenerator {
+    pub fn new() -> Self {
+        IdGenerator { gen: Mutex::new(ulid::Generator::new()) }
+    }
+
+    pub fn next_id(&self) -> String {
+        let mut g = self.gen.lock().unwrap_or_else(|p| p.into_inner());
+        match g.generate() {
+            Ok(id) => id.to_string(),
+            // 2^80 ids within one millisecond overflowed: take a fresh random one.
+            Err(_) => ulid::Ulid::new().to_string(),
+        }
+    }
+}
+
+/// A validated `POST /api/events` body.
+#[derive(Debug)]
+pub struct PublishRequest {
+    pub kind: String,
+    pub data: Box<RawValue>,
+    pub audience: Audience,
+}
+
+/// Why a publish body was refused; the message names the field (400).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadRequest(pub String);
+
+impl PublishRequest {
+    /// Parses and validates a body. Fields are checked one by one so that every error names
+    /// the field at fault; `data` is kept as raw bytes so it reaches clients byte for byte.
+    pub fn parse(body: &[u8]) -> Result<PublishRequest, BadRequest> {
+        let fields: Vec<(String, &RawValue)> = match serde_json::from_slice::<RawObject>(body) {
+            Ok(o) => o.0,
+            Err(e) if e.is_data() => return Err(BadRequest("body must be a JSON object".into())),
+            Err(e) => return Err(BadRequest(format!("body is not valid JSON: {e}"))),
+        };
+        let mut kind = None;
+        let mut data = None;
+        let mut users = None;
+        for (name, raw) in fields {
+            match name.as_str() {
+                "type" => kind = Some(raw),
+                "data" => data = Some(raw),
+                "users" => users = Some(raw),
+                other => {
+                    return Err(BadRequest(format!(
+                        "unknown field {other:?}: expected \"type\", \"data\" and optionally \"users\""
+                    )))
+                }
+            }
+        }
+        let kind = match kind.map(|r| serde_json::from_str::<String>(r.get())) {
+            None => return Err(BadRequest("\"type\" is required".into())),
+            Some(Ok(s)) if !s.is_empty() && s.chars().count() <= MAX_TYPE_CHARS => s,
+            Some(_) => {
+                return Err(BadRequest(format!("\"type\" must be a string of 1 to {MAX_TYPE_CHARS} characters")))
+            }
+        };
+        let data = match data {
+            Some(raw) => raw.to_owned(),
+            None => RawValue::from_string("null".into()).expect("null is JSON"),
+        };
+        let audience = match users {
+            None => Audience::All,
+            Some(raw) if raw.get() == "null" => Audience::All,
+            Some(raw) => {
+                let list: Vec<String> = serde_json::from_str(raw.get())
+                    .map_err(|_| BadRequest("\"users\" must be a list of user id strings".into()))?;
+                if list.is_empty() {
+                    return Err(BadRequest("\"users\" must not be empty (omit it to reach everyone)".into()));
+                }
+                if list.len() > MAX_USERS {
+                    return Err(BadRequest(format!("\"users\" may name at most {MAX_USERS} users")));
+                }
+                if list.iter().any(|u| u.is_empty() || u.len() > MAX_USER_BYTES) {
+                    return Err(BadRequest(format!("\"users\" entries must be 1 to {MAX_USER_BYTES} bytes")));
+                }
+                let mut list = list;
+                list.sort_unstable();
+                list.dedup();
+                Audience::Users(list)
+            }
+        };
+        Ok(PublishRequest { kind, data, audience })
+    }
+}
+
+/// A JSON object whose values stay raw, in document order (duplicates kept; the last wins).
+struct RawObject<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RawObject<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut v = Vec::new();
+                while let Some((k, val)) = m.next_entry::<String, &'de RawValue>()? {
+                    v.push((k, val));
+                }
+                Ok(RawObject(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> String {
+        PublishRequest::parse(body.as_bytes()).unwrap_err().0
+    }
+
+    #[test]
+    fn data_is_kept_byte_for_byte_and_encoded_once() {
+        let p = PublishRequest::parse(br#"{"type":"t","data":{"b": 1.50, "a":[1,2]}}"#).unwrap();
+        assert_eq!(p.data.get(), r#"{"b": 1.50, "a":[1,2]}"#);
+        let ev = Event { id: "01J".into(), kind: p.kind, data: p.data, ts: 7, audience: p.audience };
+        assert_eq!(ev.frame().as_str(), r#"{"id":"01J","type":"t","data":{"b": 1.50, "a":[1,2]},"ts":7}"#);
+    }
+
+    #[test]
+    fn defaults_and_targeting() {
+        let p = PublishRequest::parse(br#"{"type":"t"}"#).unwrap();
+        assert_eq!(p.data.get(), "null");
+        assert_eq!(p.audience, Audience::All);
+        let p = PublishRequest::parse(br#"{"type":"t","users":["b","a","b"]}"#).unwrap();
+        assert_eq!(p.audience, Audience::Users(vec!["a".into(), "b".into()]));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("[1]").contains("object"));
+        assert!(err("{").contains("JSON"));
+        assert!(err("").contains("JSON"));
+        assert!(err(r#"{"data":1}"#).contains("\"type\""));
+        assert!(err(r#"{"type":""}"#).contains("\"type\""));
+        assert!(err(r#"{"type":5}"#).contains("\"type\""));
+        assert!(err(&format!(r#"{{"type":"{}"}}"#, "x".repeat(129))).contains("\"type\""));
+        assert!(PublishRequest::parse(format!(r#"{{"type":"{}"}}"#, "é".repeat(128)).as_bytes()).is_ok());
+        assert!(err(r#"{"type":"t","users":"a"}"#).contains("\"users\""));
+        assert!(err(r#"{"type":"t","users":[1]}"#).contains("\"users\""));
+        assert!(err(r#"{"type":"t","users":[]}"#).contains("\"users\""));
+        assert!(err(r#"{"type":"t","users":[""]}"#).contains("\"users\""));
+        assert!(err(r#"{"type":"t","channel":"x"}"#).contains("\"channel\""));
+    }
+
+    #[test]
+    fn ids_increase_and_differ() {
+        let g = IdGenerator::new();
+        let ids: Vec<String> = (0..10_000).map(|_| g.next_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(ids[0].len(), 26);
+    }
+}

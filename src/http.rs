@@ -1,0 +1,282 @@
+//! The hyper accept loop, routing, and the HTTP endpoints; every error is JSON.
+//!
+//! HTTP/1.1 only (keep-alive for publishers, upgrades for browsers): an upgraded connection is
+//! downcast back to its `TcpStream`, which lets the session gate reads on socket readiness and
+//! drops hyper's per-connection buffers. HTTP/2 would need hyper's auto builder, whose rewind
+//! wrapper hides the TcpStream.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::AppState;
+use crate::auth::{token_from_parts, AuthError};
+use crate::event::{now_ms, Event, PublishRequest};
+use crate::session::{self, Peer};
+use crate::stats;
+
+pub type Body = Full<Bytes>;
+
+/// How long a client may take to send request headers (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight HTTP requests get to finish once the server stops.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts connections until `shutdown` is cancelled, then gives in-flight HTTP requests a
+/// short grace period. Upgraded WebSockets are not HTTP connections any more: the app closes
+/// them (with 1001) through the hub before cancelling this loop.
+pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: CancellationToken) {
+    // hyper-util's GracefulShutdown does not take upgradeable connections, so each connection
+    // task watches `shutdown` itself and the tracker waits for them.
+    let conns = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the limit may clear.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let st = st.clone();
+        let svc = service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(route(req, st, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    conns.close();
+    let _ = tokio::time::timeout(HTTP_GRACE, conns.wait()).await;
+}
+
+async fn route(req: Request<Incoming>, st: Arc<AppState>, _peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path();
+    let allowed = match path {
+        "/ws/tasks" | "/ws" | "/ws/stats" | "/live" | "/ready" | "/health" | "/metrics" => "GET",
+        "/api/events" => "POST",
+        _ => return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+    };
+    if req.method().as_str() != allowed {
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} accepts {allowed} only"));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+        return r;
+    }
+    match path {
+        "/ws/tasks" | "/ws" => upgrade(req, &st),
+        "/api/events" => publish(req, &st).await,
+        "/ws/stats" => json_response(StatusCode::OK, &stats::ws_stats(&st).await),
+        "/live" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/ready" => {
+            if st.draining.load(Ordering::Acquire) {
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "draining"}))
+            } else {
+                json_response(StatusCode::OK, &json!({"status": "ready"}))
+            }
+        }
+        "/health" => json_response(StatusCode::OK, &stats::health(&st)),
+        "/metrics" => {
+            let mut r = Response::new(Full::new(Bytes::from(st.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            r
+        }
+        _ => unreachable!("every routed path is matched above"),
+    }
+}
+
+/// `GET /ws/tasks`: checks, then answers 101 and hands the socket to a session task.
+fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
+    if st.draining.load(Ordering::Acquire) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "instance is shutting down; reconnect to another");
+    }
+    if let Some(allowed) = &st.cfg.allowed_origins {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
+            if !allowed.contains(&origin) {
+                return error(StatusCode::FORBIDDEN, "origin not allowed");
+            }
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let token = token_from_parts(&parts, true).unwrap_or_default();
+    let claims = match st.auth.verify(&token) {
+        Ok(c) => c,
+        Err(e) => return auth_error(st, &e),
+    };
+    req = Request::from_parts(parts, body);
+
+    let h = req.headers();
+    let has_token = |name: header::HeaderName, want: &str| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(want))
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        let mut r = error(StatusCode::UPGRADE_REQUIRED, "this endpoint needs a WebSocket upgrade");
+        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return r;
+    }
+    if h.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut r = error(StatusCode::UPGRADE_REQUIRED, "unsupported Sec-WebSocket-Version; use 13");
+        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return r;
+    }
+    let Some(key) = h.get(header::SEC_WEBSOCKET_KEY) else {
+        return error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+
+    let st2 = st.clone();
+    st.sessions.spawn(async move {
+        let upgraded = match hyper::upgrade::on(&mut req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::error!("upgraded connection is not a TCP stream");
+                return;
+            }
+        };
+        let stream = parts.io.into_inner();
+        let cfg = Some(st2.ws_config);
+        // A client may pipeline its first frames behind the handshake; hyper has read them.
+        let ws = if parts.read_buf.is_empty() {
+            WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await
+        } else {
+            WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, cfg).await
+        };
+        let peer = Peer { user: claims.sub, token_exp: claims.exp };
+        session::run(ws, st2.hub.clone(), peer, st2.session_settings).await;
+    });
+
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let hs = r.headers_mut();
+    hs.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    hs.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    hs.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a valid header"));
+    r
+}
+
+/// `POST /api/events`. Cheap checks first (token, rate, headers), then the body, read up to
+/// the limit and never beyond.
+async fn publish(req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
+    let accepted_at = Instant::now();
+    let r = publish_inner(req, st, accepted_at).await;
+    if r.status() != StatusCode::ACCEPTED {
+        st.metrics.publish_rejected(r.status().as_u16());
+    }
+    r
+}
+
+async fn publish_inner(req: Request<Incoming>, st: &Arc<AppState>, accepted_at: Instant) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let token = token_from_parts(&parts, false).unwrap_or_default();
+    let claims = match st.auth.verify_publisher(&token) {
+        Ok(c) => c,
+        Err(e) => return auth_error(st, &e),
+    };
+    if let Some(wait) = st.rate_limited(&claims.sub) {
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, "publish rate limit exceeded for this token subject");
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    let ct = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
+    }
+    let limit = st.cfg.max_body_bytes;
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {limit} bytes"));
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("could not read body: {e}")),
+    };
+    let req = match PublishRequest::parse(&bytes) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.0),
+    };
+    let event = Event { id: st.ids.next_id(), kind: req.kind, data: req.data, ts: now_ms(), audience: req.audience };
+    let id = event.id.clone();
+    if let Err(e) = st.broker.publish(event, accepted_at).await {
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &format!("event not accepted: {e}"));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
+    st.metrics.events_published.inc();
+    json_response(StatusCode::ACCEPTED, &json!({ "id": id }))
+}
+
+fn auth_error(st: &AppState, e: &AuthError) -> Response<Body> {
+    st.metrics.auth_failure(e);
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut r = error(status, &e.message());
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+pub fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": message }))
+}

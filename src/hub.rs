@@ -1,0 +1,270 @@
+//! The local registry: connection id → outbox, user → connections; counts; `deliver(event)`.
+//!
+//! The hub is the only place that knows who is connected to this instance. Brokers hand it
+//! events; it resolves the event's [`Audience`] against the registry, encodes the frame once
+//! and pushes the same bytes into every matching outbox. Pushing never waits, so delivery cost
+//! is bounded by the number of matching sockets, whatever any one client does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::disconnect::Disconnect;
+use crate::event::{now_ms, Audience, Event};
+use crate::metrics::Metrics;
+use crate::outbox::{Limits, Outbox, Push};
+
+/// One registered connection, as the hub sees it.
+struct Entry {
+    user: Arc<str>,
+    outbox: Arc<Outbox>,
+}
+
+#[derive(Default)]
+struct Registry {
+    conns: HashMap<u64, Entry>,
+    /// user → that user's connection ids (usually one or two, so a Vec beats a set).
+    users: HashMap<Arc<str>, Vec<u64>>,
+}
+
+pub struct Hub {
+    // std RwLock: deliveries take the read lock and never await while holding it, so a
+    // broadcast to 10k sockets holds it for ~1 ms; (un)registering takes the write lock briefly.
+    registry: RwLock<Registry>,
+    /// Mirrors of the registry's sizes so stats and heartbeats read them without the lock.
+    connections: AtomicUsize,
+    users: AtomicUsize,
+    next_id: AtomicU64,
+    /// Set once shutdown begins: new registrations are closed at once (1001).
+    draining: AtomicBool,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    instance_id: Arc<str>,
+}
+
+/// A registered connection. Dropping it unregisters the connection, so no exit path of a
+/// session (error, panic, cancellation) can leak a registry entry.
+pub struct Registration {
+    hub: Arc<Hub>,
+    pub id: u64,
+    pub user: Arc<str>,
+    pub outbox: Arc<Outbox>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.hub.unregister(self.id, &self.user);
+    }
+}
+
+/// What one `deliver` did, for metrics and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub queued: usize,
+    pub slow: usize,
+}
+
+impl Hub {
+    pub fn new(limits: Limits, metrics: Arc<Metrics>, instance_id: &str) -> Arc<Hub> {
+        Arc::new(Hub {
+            registry: RwLock::new(Registry::default()),
+            connections: AtomicUsize::new(0),
+            users: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            limits,
+            metrics,
+            instance_id: instance_id.into(),
+        })
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Registers a connection of `user`. During shutdown the returned outbox is already closed
+    /// with [`Disconnect::Shutdown`], so a session that raced the drain still gets its 1001.
+    pub fn register(self: &Arc<Self>, name: &str) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.limits));
+        let user: Arc<str>;
+        {
+            let mut reg = self.write();
+            // Reuse the map's Arc<str> for a user with other connections.
+            user = match reg.users.get_key_value(name) {
+                Some((k, _)) => k.clone(),
+                None => Arc::from(name),
+            };
+            reg.conns.insert(id, Entry { user: user.clone(), outbox: outbox.clone() });
+            reg.users.entry(user.clone()).or_default().push(id);
+            self.publish_counts(&reg);
+            // Checked under the write lock: `close_all` takes the same lock after setting the
+            // flag, so every connection is either closed there or here.
+            if self.draining.load(Ordering::Acquire) {
+                outbox.close(Disconnect::Shutdown);
+            }
+        }
+        self.metrics.connections_opened.inc();
+        Registration { hub: self.clone(), id, user, outbox }
+    }
+
+    fn unregister(&self, id: u64, user: &Arc<str>) {
+        let mut reg = self.write();
+        if reg.conns.remove(&id).is_none() {
+            return;
+        }
+        if let Some(ids) = reg.users.get_mut(user) {
+            ids.retain(|&c| c != id);
+            if ids.is_empty() {
+                reg.users.remove(user);
+            }
+        }
+        self.publish_counts(&reg);
+    }
+
+    fn publish_counts(&self, reg: &Registry) {
+        self.connections.store(reg.conns.len(), Ordering::Relaxed);
+        self.users.store(reg.users.len(), Ordering::Relaxed);
+        self.metrics.connections.set(reg.conns.len() as i64);
+        self.metrics.users.set(reg.users.len() as i64);
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        // Registry updates are single insert/remove calls: a panic elsewhere cannot leave it
+        // half-updated, so a poisoned lock is still consistent.
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.load(Ordering::Relaxed)
+    }
+
+    /// Delivers an event to its local audience: the frame is encoded once here and the same
+    /// bytes are queued on every matching connection.
+    pub fn deliver(&self, event: &Event, accepted_at: Option<Instant>) -> Delivery {
+        let frame = event.frame();
+        let d = self.deliver_frame(&event.audience, &frame);
+        let secs = match accepted_at {
+            Some(t) => t.elapsed().as_secs_f64(),
+            // Events from other instances: the wall clock is all we share.
+            None => now_ms().saturating_sub(event.ts) as f64 / 1000.0,
+        };
+        self.metrics.publish_enqueue.observe(secs);
+        tracing::debug!(event_id = %event.id, kind = %event.kind, queued = d.queued, slow = d.slow, "event delivered");
+        d
+    }
+
+    /// Queues an already encoded frame on every connection of `audience`.
+    pub fn deliver_frame(&self, audience: &Audience, frame: &Utf8Bytes) -> Delivery {
+        let mut d = Delivery::default();
+        {
+            let reg = self.read();
+            let mut push = |outbox: &Outbox| match outbox.push(frame.clone()) {
+                Push::Queued => d.queued += 1,
+                Push::Overflow => d.slow += 1,
+                Push::Closed => {}
+            };
+            match audience {
+                Audience::All => reg.conns.values().for_each(|e| push(&e.outbox)),
+                Audience::Users(users) => {
+                    // `users` is deduplicated at parse time, so nobody is reached twice.
+                    for u in users {
+                        for id in reg.users.get(u.as_str()).into_iter().flatten() {
+                            if let Some(e) = reg.conns.get(id) {
+                                push(&e.outbox);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.metrics.deliveries.inc_by(d.queued as u64);
+        if d.slow > 0 {
+            self.metrics.slow_consumer_closes.inc_by(d.slow as u64);
+        }
+        d
+    }
+
+    /// Starts the drain: every open connection is closed with `reason`, and so is every
+    /// connection that registers from now on.
+    pub fn close_all(&self, reason: Disconnect) -> usize {
+        self.draining.store(true, Ordering::Release);
+        let reg = self.write();
+        reg.conns.values().filter(|e| e.outbox.close(reason)).count()
+    }
+
+    /// The connections of `user` on this instance.
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.read().users.get(user).map_or(0, Vec::len)
+    }
+
+    /// The user a connection belongs to (for tests and diagnostics).
+    pub fn user_of(&self, id: u64) -> Option<Arc<str>> {
+        self.read().conns.get(&id).map(|e| e.user.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    use crate::outbox::Drained;
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(Limits { max_messages: 100, max_bytes: 1 << 20 }, Arc::new(Metrics::new()), "test")
+    }
+
+    fn drained(r: &Registration) -> Vec<String> {
+        let mut q = VecDeque::new();
+        match r.outbox.drain(&mut q) {
+            Drained::Frames => q.iter().map(|f| f.as_str().to_string()).collect(),
+            Drained::Closed(d) => vec![format!("closed:{}", d.reason())],
+        }
+    }
+
+    #[test]
+    fn counts_and_targeting() {
+        let h = hub();
+        let a1 = h.register("alice");
+        let a2 = h.register("alice");
+        let b = h.register("bob");
+        assert_eq!((h.connection_count(), h.user_count()), (3, 2));
+        let d = h.deliver_frame(&Audience::Users(vec!["alice".into(), "carol".into()]), &"x".into());
+        assert_eq!(d.queued, 2);
+        assert_eq!(drained(&a1), ["x"]);
+        assert_eq!(drained(&a2), ["x"]);
+        assert!(drained(&b).is_empty());
+        assert_eq!(h.deliver_frame(&Audience::All, &"y".into()).queued, 3);
+        drop(a1);
+        assert_eq!((h.connection_count(), h.user_count()), (2, 2));
+        drop(a2);
+        assert_eq!((h.connection_count(), h.user_count()), (1, 1));
+        assert_eq!(h.user_connections("alice"), 0);
+    }
+
+    #[test]
+    fn close_all_closes_late_registrations_too() {
+        let h = hub();
+        let a = h.register("a");
+        assert_eq!(h.close_all(Disconnect::Shutdown), 1);
+        let late = h.register("b");
+        assert_eq!(drained(&a), ["closed:shutdown"]);
+        assert_eq!(drained(&late), ["closed:shutdown"]);
+    }
+}

@@ -1,0 +1,34 @@
+//! wsgate: a WebSocket fan-out gateway.
+//!
+//! Backends `POST /api/events`; browsers connected to `GET /ws/tasks` receive them. One
+//! instance needs nothing else; with Redis, many instances share one audience.
+//!
+//! The crate, one line a module, in the order an event flows through it:
+//!
+//! - [`config`]: flags and environment variables → a validated `Config`; bad values name the setting.
+//! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
+//! - [`http`]: hyper accept loop, routing, the publish endpoint, the WebSocket upgrade; JSON errors.
+//! - [`auth`]: JWT → `Claims`; typed `AuthError` whose reason is a metric label.
+//! - [`event`]: `Event`, its id (ULID), its audience, the publish body parser, the frame encoding.
+//! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee) and its implementations.
+//! - [`hub`]: the local registry (user → connections), counts, `deliver(event)`: encode once, queue everywhere.
+//! - [`outbox`]: the bounded per-connection queue; overflow closes with 1013.
+//! - [`session`]: one WebSocket connection: register, select over outbox/reads/timer, teardown.
+//! - [`disconnect`]: why a connection ended → close code, reason text, metric label.
+//! - [`stats`]: the `/ws/stats` and `/health` bodies.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`logging`]: tracing set-up (text or JSON).
+
+pub mod app;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod disconnect;
+pub mod event;
+pub mod http;
+pub mod hub;
+pub mod logging;
+pub mod metrics;
+pub mod outbox;
+pub mod session;
+pub mod stats;

@@ -1,0 +1,280 @@
+//! One WebSocket connection: register in the hub, then one task selects over the outbox, the
+//! socket's readability and a single timer (ping, pong deadline, token expiry) until something
+//! ends it; then it tears down in a fixed order.
+//!
+//! Reads are gated on the socket being readable instead of polling the WebSocket stream on
+//! every wake-up: tungstenite zero-fills its read buffer on each read attempt, so polling it
+//! each time the outbox wakes the task would cost a memset per event per socket.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::disconnect::Disconnect;
+use crate::event::now_ms;
+use crate::hub::{Hub, Registration};
+use crate::outbox::{Drained, Push};
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// Session timing, from the config.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionSettings {
+    /// A connection that sent nothing for this long is pinged.
+    pub ping_interval: Duration,
+    /// After a ping, silence for this long drops the connection.
+    pub pong_timeout: Duration,
+    /// How long one batch may take to write before the client counts as slow. A client that
+    /// reads nothing at all is caught by its outbox bound first; this catches one that reads a
+    /// trickle, and one whose socket is stuck when no further events come.
+    pub write_timeout: Duration,
+    /// Upper bound on the closing handshake (sending our close frame, waiting for theirs).
+    pub close_timeout: Duration,
+}
+
+/// The user a session serves and until when.
+pub struct Peer {
+    pub user: String,
+    /// The token's `exp`, seconds since the epoch.
+    pub token_exp: u64,
+}
+
+const PONG: &str = r#"{"type":"pong"}"#;
+
+/// Runs a connection to its end.
+pub async fn run(mut ws: Socket, hub: Arc<Hub>, peer: Peer, settings: SessionSettings) {
+    let started = Instant::now();
+    let reg = hub.register(&peer.user);
+    let conn_id = format!("{}-{}", hub.instance_id(), reg.id);
+    tracing::info!(user = %peer.user, conn_id = %conn_id, "connected");
+
+    let hello = serde_json::json!({
+        "type": "connected",
+        "connection_id": conn_id,
+        "user": peer.user,
+        "instance_id": hub.instance_id(),
+    })
+    .to_string();
+    // The first frame, written before anything from the outbox: events queued meanwhile wait.
+    let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::text(hello))).await {
+        Ok(Ok(())) => serve(&mut ws, &reg, expiry_instant(peer.token_exp), &settings).await,
+        Ok(Err(_)) => Disconnect::Error,
+        Err(_) => Disconnect::Slow,
+    };
+
+    // Teardown order, and why:
+    // 1. unregister: no new frames are queued for this socket and the counts drop at once,
+    //    so stats and heartbeats never show a connection that is already going away;
+    // 2. the closing handshake, bounded by `close_timeout`, so a peer that never answers
+    //    cannot hold the task (or a shutdown) hostage;
+    // 3. drop the socket.
+    drop(reg);
+    hub.metrics().disconnect(reason);
+    match reason.close_code() {
+        Some(code) => {
+            let frame = CloseFrame { code, reason: reason.reason().into() };
+            let _ = tokio::time::timeout(settings.close_timeout, close_handshake(&mut ws, frame)).await;
+        }
+        // The peer closed: flush tungstenite's queued close reply.
+        None if reason == Disconnect::ClientClosed => {
+            let _ = tokio::time::timeout(settings.close_timeout, ws.flush()).await;
+        }
+        None => {}
+    }
+    tracing::info!(
+        user = %peer.user,
+        conn_id = %conn_id,
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason = reason.reason(),
+        "disconnected"
+    );
+}
+
+fn expiry_instant(exp_secs: u64) -> Instant {
+    let now = now_ms();
+    let left = (exp_secs.saturating_mul(1000)).saturating_sub(now);
+    // Clamp far-future expiries so the Instant arithmetic cannot overflow.
+    Instant::now() + Duration::from_millis(left.min(100 * 365 * 24 * 3600 * 1000))
+}
+
+async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
+    if ws.close(Some(frame)).await.is_err() {
+        return;
+    }
+    // Wait for the peer's close frame (or EOF), discarding anything sent meanwhile.
+    while let Some(Ok(m)) = ws.next().await {
+        if m.is_close() {
+            break;
+        }
+    }
+}
+
+/// The main loop. Returns why the connection ends.
+async fn serve(ws: &mut Socket, reg: &Registration, expires: Instant, s: &SessionSettings) -> Disconnect {
+    let mut batch: VecDeque<Utf8Bytes> = VecDeque::new();
+    let mut last_heard = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    let timer = tokio::time::sleep_until(next_deadline(expires, last_heard, ping_sent, s).into());
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = reg.outbox.ready() => {
+                if let Drained::Closed(reason) = reg.outbox.drain(&mut batch) {
+                    return reason;
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let r = tokio::select! {
+                    biased;
+                    // Closed while we are blocked on a stalled socket (overflow or shutdown).
+                    _ = reg.outbox.closed() => Err(reg.outbox.closed_reason().unwrap_or(Disconnect::Slow)),
+                    r = tokio::time::timeout(s.write_timeout, write_batch(ws, &mut batch)) => {
+                        r.unwrap_or(Err(Disconnect::Slow))
+                    }
+                };
+                batch.clear();
+                // Keep an idle connection small after a burst.
+                if batch.capacity() > 64 {
+                    batch.shrink_to(8);
+                }
+                if let Err(reason) = r {
+                    return reason;
+                }
+            }
+            r = ws.get_ref().readable() => {
+                if r.is_err() {
+                    return Disconnect::Error;
+                }
+                match read_available(ws, reg) {
+                    Ok(true) => {
+                        last_heard = Instant::now();
+                        ping_sent = None;
+                    }
+                    Ok(false) => {}
+                    Err(reason) => return reason,
+                }
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if now >= expires {
+                    return Disconnect::TokenExpired;
+                }
+                match ping_sent {
+                    Some(at) if now >= at + s.pong_timeout => return Disconnect::PingTimeout,
+                    None if now >= last_heard + s.ping_interval => {
+                        let ping = ws.send(Message::Ping(Default::default()));
+                        match tokio::time::timeout(s.pong_timeout, ping).await {
+                            Ok(Ok(())) => ping_sent = Some(now),
+                            Ok(Err(_)) => return Disconnect::Error,
+                            Err(_) => return Disconnect::PingTimeout,
+                        }
+                    }
+                    _ => {}
+                }
+                timer.as_mut().reset(next_deadline(expires, last_heard, ping_sent, s).into());
+            }
+        }
+    }
+}
+
+/// The next moment the timer arm has something to do.
+fn next_deadline(expires: Instant, last_heard: Instant, ping_sent: Option<Instant>, s: &SessionSettings) -> Instant {
+    let liveness = match ping_sent {
+        Some(at) => at + s.pong_timeout,
+        None => last_heard + s.ping_interval,
+    };
+    expires.min(liveness)
+}
+
+/// Feeds every frame, then flushes once: a backlog goes out in as few syscalls as the
+/// buffers allow.
+async fn write_batch(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>) -> Result<(), Disconnect> {
+    for frame in batch.drain(..) {
+        ws.feed(Message::Text(frame)).await.map_err(|_| Disconnect::Error)?;
+    }
+    ws.flush().await.map_err(|_| Disconnect::Error)
+}
+
+/// Handles every complete message already readable, without waiting. Returns whether
+/// anything was read, or why the connection must end.
+fn read_available(ws: &mut Socket, reg: &Registration) -> Result<bool, Disconnect> {
+    let mut heard = false;
+    loop {
+        let msg = match ws.next().now_or_never() {
+            None => return Ok(heard),
+            Some(None) => return Err(Disconnect::ClientClosed),
+            Some(Some(Err(e))) => return Err(classify(e)),
+            Some(Some(Ok(m))) => m,
+        };
+        heard = true;
+        let reply = match msg {
+            Message::Text(t) => reply_to(t.as_str()),
+            Message::Binary(_) => Some(error_frame("unsupported", "binary frames are not supported; send JSON text")),
+            // tungstenite answers pings itself; pongs only prove liveness.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+            Message::Close(_) => return Err(Disconnect::ClientClosed),
+        };
+        if let Some(reply) = reply {
+            // Replies share the outbox with events, so they keep their order and count
+            // against the same bound: a client that floods pings without reading is slow.
+            if reg.outbox.push(reply) == Push::Overflow {
+                return Err(Disconnect::Slow);
+            }
+        }
+    }
+}
+
+fn classify(e: WsError) -> Disconnect {
+    match e {
+        WsError::Capacity(_) => Disconnect::MessageTooBig,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => Disconnect::ClientClosed,
+        WsError::Protocol(tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            Disconnect::ClientClosed
+        }
+        WsError::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionReset => Disconnect::ClientClosed,
+        WsError::Protocol(_) | WsError::Utf8(_) => Disconnect::Policy,
+        _ => Disconnect::Error,
+    }
+}
+
+/// The answer to a client's text message, if any.
+fn reply_to(text: &str) -> Option<Utf8Bytes> {
+    #[derive(serde::Deserialize)]
+    struct ClientMessage<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage { kind: Some(k) }) if k == "ping" => Some(Utf8Bytes::from_static(PONG)),
+        Ok(ClientMessage { kind: Some(k) }) => {
+            Some(error_frame("unknown_type", &format!("unknown message type {k:?}; supported: \"ping\"")))
+        }
+        Ok(ClientMessage { kind: None }) => Some(error_frame("invalid_message", "message lacks a string \"type\"")),
+        Err(_) => Some(error_frame("invalid_message", "messages must be JSON objects with a \"type\"")),
+    }
+}
+
+fn error_frame(code: &str, message: &str) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::json!({"type": "error", "error": code, "message": message}).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages() {
+        assert_eq!(reply_to(r#"{"type":"ping"}"#).unwrap().as_str(), PONG);
+        assert!(reply_to(r#"{"type":"nope"}"#).unwrap().as_str().contains("unknown_type"));
+        assert!(reply_to("hello").unwrap().as_str().contains("invalid_message"));
+        assert!(reply_to(r#"{"type":3}"#).unwrap().as_str().contains("invalid_message"));
+    }
+}
