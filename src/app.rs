@@ -120,7 +120,11 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
 }
 
 /// Like [`run`], with a state built by the caller (another broker, tests).
-pub async fn run_with(st: Arc<AppState>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run_with(
+    st: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| format!("LISTEN_ADDR: {e}"))?;
     let status = st.broker.status();
     tracing::info!(

@@ -248,9 +248,16 @@ impl Config {
             return Err(bad("REDIS_KEY_PREFIX", "must not contain white space"));
         }
         if let Some(url) = &a.redis_url {
-            let ok = ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://", "redis-sentinel://", "rediss-sentinel://"]
-                .iter()
-                .any(|p| url.starts_with(p));
+            let ok = [
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "rediss-cluster://",
+                "redis-sentinel://",
+                "rediss-sentinel://",
+            ]
+            .iter()
+            .any(|p| url.starts_with(p));
             if !ok {
                 return Err(bad(
                     "REDIS_URL",

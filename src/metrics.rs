@@ -77,16 +77,32 @@ impl Metrics {
         );
         registry.register("auth_failures", "Rejected tokens by reason", m.auth_failures.clone());
         registry.register("disconnects", "Closed WebSocket connections by reason", m.disconnects.clone());
-        registry.register("publish_rejected", "POST /api/events answered with an error, by status", m.publish_rejected.clone());
+        registry.register(
+            "publish_rejected",
+            "POST /api/events answered with an error, by status",
+            m.publish_rejected.clone(),
+        );
         registry.register(
             "publish_enqueue_seconds",
             "Time from accepting an event to its frame being queued on every local socket",
             m.publish_enqueue.clone(),
         );
         registry.register("redis_reconnects", "Redis connections re-established", m.redis_reconnects.clone());
-        registry.register("redis_publish_failures", "Events that could not be published to Redis", m.redis_publish_failures.clone());
-        registry.register("redis_messages_received", "Messages received on the Redis subscription", m.redis_messages_received.clone());
-        registry.register("redis_bad_messages", "Undecodable messages received from Redis", m.redis_bad_messages.clone());
+        registry.register(
+            "redis_publish_failures",
+            "Events that could not be published to Redis",
+            m.redis_publish_failures.clone(),
+        );
+        registry.register(
+            "redis_messages_received",
+            "Messages received on the Redis subscription",
+            m.redis_messages_received.clone(),
+        );
+        registry.register(
+            "redis_bad_messages",
+            "Undecodable messages received from Redis",
+            m.redis_bad_messages.clone(),
+        );
         for r in AuthError::REASONS {
             let _ = m.auth_failures.get_or_create(&vec![("reason", r)]);
         }
