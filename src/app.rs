@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::disconnect::Disconnect;
@@ -47,12 +48,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state with the in-memory broker.
+    /// Builds the state with the broker the config asks for: Redis when `REDIS_URL` is set,
+    /// memory otherwise. Must run inside the runtime (the Redis broker starts tasks).
     pub fn new(cfg: Config) -> Result<Arc<AppState>, String> {
         let metrics = Arc::new(Metrics::new());
         let limits = Limits { max_messages: cfg.outbox_max_messages, max_bytes: cfg.outbox_max_bytes };
         let hub = Hub::new(limits, metrics.clone(), &cfg.instance_id);
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+        let broker: Arc<dyn Broker> = match cfg.redis_url {
+            Some(_) => RedisBroker::start(&cfg, hub.clone(), metrics.clone())?,
+            None => Arc::new(MemoryBroker::new(hub.clone())),
+        };
         Self::with_broker(cfg, hub, broker, metrics)
     }
 

@@ -10,17 +10,20 @@ use crate::app::AppState;
 pub async fn ws_stats(st: &AppState) -> Value {
     let fleet = st.broker.fleet_stats().await;
     let status = st.broker.status();
-    json!({
+    let mut v = json!({
         "instance_id": st.hub.instance_id(),
         "local_connections": st.hub.connection_count(),
         "local_users": st.hub.user_count(),
         "redis_enabled": status.redis_enabled,
         "total_instances": fleet.total_instances,
         "total_connections": fleet.total_connections,
-        "total_users": fleet.total_users,
         "mode": status.mode,
         "redis_state": status.redis_state,
-    })
+    });
+    if let Some(users) = fleet.total_users {
+        v["total_users"] = users.into();
+    }
+    v
 }
 
 /// `GET /health`: mode, broker state, version, uptime.

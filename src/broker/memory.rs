@@ -32,7 +32,7 @@ impl Broker for MemoryBroker {
         let s = FleetStats {
             total_instances: 1,
             total_connections: self.hub.connection_count(),
-            total_users: self.hub.user_count(),
+            total_users: Some(self.hub.user_count()),
         };
         futures_util::future::ready(s).boxed()
     }

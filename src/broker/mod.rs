@@ -10,10 +10,11 @@
 //! once: an event is not stored, so a connection that is not open when it is delivered misses
 //! it (history and resume extend this later).
 //!
-//! Implementations: [`memory::MemoryBroker`] (one instance, no external service).
-//! A Redis broker slots in beside it without touching the session or HTTP code.
+//! Implementations: [`memory::MemoryBroker`] (one instance, no external service) and
+//! [`redis::RedisBroker`] (many instances through Redis pub/sub; it documents its wire format).
 
 pub mod memory;
+pub mod redis;
 
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -25,7 +26,10 @@ use crate::event::Event;
 pub struct FleetStats {
     pub total_instances: usize,
     pub total_connections: usize,
-    pub total_users: usize,
+    /// Distinct users, where they can be counted honestly (one instance: yes; a fleet: a user
+    /// connected to two instances would count twice, so it is left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_users: Option<usize>,
 }
 
 /// What `/health` and `/ws/stats` report about the broker.
