@@ -155,10 +155,11 @@ impl RedisBroker {
             tasks: Mutex::new(Vec::new()),
         });
         tracing::info!(redis_url = %redact_url(url), channel = %broker.channel, "Redis mode: connecting");
-        let _ = broker.publisher.connect();
-        let _ = broker.subscriber.connect();
+        // The connection tasks run until `quit`; they are detached, not aborted (fred's advice).
+        drop(broker.publisher.connect());
+        drop(broker.subscriber.connect());
         // Resubscribe to every channel after each reconnect.
-        let _ = broker.subscriber.manage_subscriptions();
+        drop(broker.subscriber.manage_subscriptions());
         let tasks = vec![
             tokio::spawn(broker.clone().relay()),
             tokio::spawn(broker.clone().supervise()),
@@ -229,6 +230,8 @@ impl RedisBroker {
         let mut tick = tokio::time::interval(STATE_POLL);
         let mut reconnects = self.subscriber.reconnect_rx();
         let mut first = true;
+        let started = Instant::now();
+        let mut warned = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -253,6 +256,10 @@ impl RedisBroker {
             } else {
                 DISCONNECTED
             };
+            if now == CONNECTING && !warned && started.elapsed() > COMMAND_TIMEOUT {
+                warned = true;
+                tracing::warn!("Redis unreachable at start-up: serving local clients only, retrying in the background");
+            }
             let before = self.state.swap(now, Ordering::AcqRel);
             if before == now {
                 continue;
