@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as a newcomer runs it on a fresh machine: installs what the tests need
+# (redis-server), then format check, clippy, and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server not found: installing it with apt-get"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server
+fi
+# The distribution package may start its own server on 6379; the tests never use it.
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
