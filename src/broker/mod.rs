@@ -16,6 +16,9 @@
 pub mod memory;
 pub mod redis;
 
+#[cfg(test)]
+mod conformance;
+
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
