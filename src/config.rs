@@ -31,6 +31,10 @@ pub enum LogFormat {
                   set through the environment variable shown in brackets; the flag wins."
 )]
 pub struct Args {
+    /// An operator subcommand; without one, the gateway runs.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
+
     /// HTTP and WebSocket listener address.
     #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,

@@ -18,10 +18,12 @@
 //! - [`stats`]: the `/ws/stats` and `/health` bodies.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`logging`]: tracing set-up (text or JSON).
+//! - [`cli`]: operator subcommands (`token`, `publish`, `listen`, `stats`).
 
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod disconnect;
 pub mod event;

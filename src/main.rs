@@ -6,13 +6,18 @@ use clap::Parser;
 use wsgate::config::{Args, Config};
 
 fn main() -> ExitCode {
-    let cfg = match Config::from_args(Args::parse()) {
+    let mut args = Args::parse();
+    let command = args.command.take();
+    let cfg = match Config::from_args(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wsgate: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(cmd) = command {
+        return run_command(cmd, &cfg);
+    }
     wsgate::logging::init(cfg.log_format);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cfg.worker_threads > 0 {
@@ -32,6 +37,25 @@ fn main() -> ExitCode {
         wsgate::app::run(cfg, listener, wsgate::app::shutdown_signal()).await
     });
     match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An operator subcommand on a small single-threaded runtime; no logging set-up, so its
+/// output is only what it prints.
+fn run_command(cmd: wsgate::cli::Command, cfg: &Config) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wsgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(wsgate::cli::run(cmd, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wsgate: {e}");
