@@ -128,6 +128,10 @@ pub struct Args {
     #[arg(long, env = "WS_BUFFER_BYTES", value_name = "WS_BUFFER_BYTES", default_value_t = 4096)]
     pub ws_buffer_bytes: usize,
 
+    /// Serve the live demo page at /demo (and the JS client at /demo/wsgate.js).
+    #[arg(long, env = "DEMO_PAGE", value_name = "DEMO_PAGE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo_page: bool,
+
     /// Tokio worker threads; 0 = one per core.
     #[arg(long, env = "WORKER_THREADS", value_name = "WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -180,6 +184,7 @@ pub struct Config {
     pub publish_burst: u32,
     pub drain_timeout: Duration,
     pub ws_buffer_bytes: usize,
+    pub demo_page: bool,
     pub worker_threads: usize,
 }
 
@@ -297,6 +302,7 @@ impl Config {
             },
             drain_timeout: Duration::from_millis(a.drain_timeout_ms),
             ws_buffer_bytes,
+            demo_page: a.demo_page,
             worker_threads: a.worker_threads,
         })
     }

@@ -91,6 +91,7 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, _peer: SocketAddr) -> 
     let allowed = match path {
         "/ws/tasks" | "/ws" | "/ws/stats" | "/live" | "/ready" | "/health" | "/metrics" => "GET",
         "/api/events" => "POST",
+        "/demo" | "/demo/" | "/demo/wsgate.js" if st.cfg.demo_page => "GET",
         _ => return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
     if req.method().as_str() != allowed {
@@ -119,6 +120,8 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, _peer: SocketAddr) -> 
             );
             r
         }
+        "/demo" | "/demo/" => static_file(DEMO_HTML, "text/html; charset=utf-8"),
+        "/demo/wsgate.js" => static_file(JS_CLIENT, "text/javascript; charset=utf-8"),
         _ => unreachable!("every routed path is matched above"),
     }
 }
@@ -266,6 +269,17 @@ fn auth_error(st: &AppState, e: &AuthError) -> Response<Body> {
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
+    r
+}
+
+/// The live demo page and the JS client it loads, built into the binary.
+const DEMO_HTML: &str = include_str!("../clients/demo/index.html");
+const JS_CLIENT: &str = include_str!("../clients/js/wsgate.js");
+
+fn static_file(body: &'static str, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 
