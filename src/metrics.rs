@@ -33,6 +33,8 @@ pub struct Metrics {
     pub redis_publish_failures: Counter,
     pub redis_messages_received: Counter,
     pub redis_bad_messages: Counter,
+    /// Messages lost because the subscriber task fell behind fred's buffer.
+    pub redis_messages_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +65,7 @@ impl Metrics {
             redis_publish_failures: Counter::default(),
             redis_messages_received: Counter::default(),
             redis_bad_messages: Counter::default(),
+            redis_messages_lost: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections on this instance", m.connections.clone());
@@ -102,6 +105,11 @@ impl Metrics {
             "redis_bad_messages",
             "Undecodable messages received from Redis",
             m.redis_bad_messages.clone(),
+        );
+        registry.register(
+            "redis_messages_lost",
+            "Redis messages dropped because the subscriber fell behind",
+            m.redis_messages_lost.clone(),
         );
         for r in AuthError::REASONS {
             let _ = m.auth_failures.get_or_create(&vec![("reason", r)]);

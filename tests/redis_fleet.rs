@@ -1,10 +1,10 @@
 //! Many instances, one audience: real gateways sharing a real Redis.
 
-mod fleet;
+mod harness;
 
 use std::time::Duration;
 
-use fleet::{wait_stats, Gateway, Redis};
+use harness::{wait_stats, Gateway, Redis};
 use serde_json::json;
 
 const HB: &str = "200"; // heartbeat period for these tests, ms
@@ -79,6 +79,22 @@ async fn stats_sum_the_fleet_and_a_killed_instance_drops_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_removes_the_heartbeat_at_once() {
+    let redis = Redis::start();
+    let mut gws = gateways(&redis.url(), 2);
+    all_connected(&gws).await;
+    wait_stats(&gws[0], "2 instances", |s| s["total_instances"] == 2).await;
+    assert!(redis.cli(&["EXISTS", "websocket:instance:gw1"]).ends_with('1'));
+    gws[1].sigterm();
+    assert!(gws[1].wait_exit(harness::WAIT).expect("exit").success());
+    assert!(redis.cli(&["EXISTS", "websocket:instance:gw1"]).ends_with('0'), "heartbeat key left behind");
+    assert_eq!(redis.cli(&["HEXISTS", "websocket:instances", "gw1"]), "0");
+    // And out of the totals.
+    let s = wait_stats(&gws[0], "1 instance", |s| s["total_instances"] == 1).await;
+    assert_eq!(s["total_connections"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
     let mut redis = Redis::start();
     let gws = gateways(&redis.url(), 2);
@@ -113,7 +129,7 @@ async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_started_before_redis_join_when_it_appears() {
-    let port = fleet::free_port();
+    let port = harness::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let gws = gateways(&url, 2);
     for g in &gws {
@@ -137,7 +153,7 @@ async fn gateways_started_before_redis_join_when_it_appears() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_user_and_password() {
     let redis = Redis::start_with(
-        fleet::free_port(),
+        harness::free_port(),
         &["--user", "default", "off", "--user", "wsgate", "on", ">s3cret", "~websocket:*", "&websocket:*", "+@all"],
     );
     // Wrong password: the gateway still starts and serves locally, and never shows the password.
@@ -158,7 +174,7 @@ async fn acl_user_and_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requirepass() {
-    let redis = Redis::start_with(fleet::free_port(), &["--requirepass", "pw"]);
+    let redis = Redis::start_with(harness::free_port(), &["--requirepass", "pw"]);
     let url = format!("redis://:pw@127.0.0.1:{}", redis.port);
     let gws = gateways(&url, 2);
     all_connected(&gws).await;
@@ -171,7 +187,7 @@ async fn requirepass() {
 async fn redis_cluster_of_three_masters() {
     let nodes: Vec<Redis> = (0..3)
         .map(|_| {
-            let port = fleet::free_port();
+            let port = harness::free_port();
             let conf = format!("nodes-{port}.conf");
             Redis::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf])
         })
@@ -185,7 +201,7 @@ async fn redis_cluster_of_three_masters() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     // Wait for the cluster to agree on its slots.
-    let deadline = std::time::Instant::now() + fleet::WAIT;
+    let deadline = std::time::Instant::now() + harness::WAIT;
     while !nodes[0].cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
         assert!(std::time::Instant::now() < deadline, "cluster never became ok");
         std::thread::sleep(Duration::from_millis(100));
@@ -209,10 +225,10 @@ async fn redis_cluster_of_three_masters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_over_tls() {
     let dir = std::env::temp_dir().join(format!("wsgate-tls-{}", std::process::id()));
-    let (ca, cert, key) = fleet::make_tls_files(&dir);
-    let tls_port = fleet::free_port();
+    let (ca, cert, key) = harness::make_tls_files(&dir);
+    let tls_port = harness::free_port();
     let redis = Redis::start_with(
-        fleet::free_port(),
+        harness::free_port(),
         &[
             "--tls-port",
             &tls_port.to_string(),

@@ -192,7 +192,7 @@ impl RedisBroker {
                 }
                 Err(RecvError::Lagged(n)) => {
                     // We fell behind fred's buffer and n messages are gone; keep going.
-                    self.metrics.redis_bad_messages.inc_by(n);
+                    self.metrics.redis_messages_lost.inc_by(n);
                     tracing::warn!(lost = n, "Redis subscriber lagged; events were lost");
                 }
                 Err(RecvError::Closed) => return,
