@@ -153,7 +153,15 @@ impl Authenticator {
             }
         };
         let mut validation = Validation::new(alg);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
+        if cfg.jwt_issuer.is_some() {
+            required.push("iss");
+        }
+        if cfg.jwt_audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = cfg.jwt_leeway.as_secs();
         validation.validate_nbf = true;
         match &cfg.jwt_audience {

@@ -145,8 +145,9 @@ impl PublishRequest {
             None => RawValue::from_string("null".into()).expect("null is JSON"),
         };
         let audience = match users {
+            // `null` is refused rather than read as "everyone": a serialiser that writes an
+            // empty list as null must not turn a private event into a broadcast.
             None => Audience::All,
-            Some(raw) if raw.get() == "null" => Audience::All,
             Some(raw) => {
                 let list: Vec<String> = serde_json::from_str(raw.get())
                     .map_err(|_| BadRequest("\"users\" must be a list of user id strings".into()))?;
@@ -231,6 +232,7 @@ mod tests {
         assert!(err(r#"{"type":"t","users":[1]}"#).contains("\"users\""));
         assert!(err(r#"{"type":"t","users":[]}"#).contains("\"users\""));
         assert!(err(r#"{"type":"t","users":[""]}"#).contains("\"users\""));
+        assert!(err(r#"{"type":"t","users":null}"#).contains("\"users\""));
         assert!(err(r#"{"type":"t","channel":"x"}"#).contains("\"channel\""));
     }
 

@@ -1,5 +1,5 @@
-//! Helpers for multi-instance tests: real `redis-server` processes on free ports (never 6379),
-//! real `wsgate` binaries on ephemeral ports, real WebSocket clients.
+//! Test harness: real `wsgate` binaries on ephemeral ports, real `redis-server` processes on
+//! free ports (never 6379), real WebSocket clients, tokens, and small HTTP helpers.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -117,8 +117,13 @@ impl Gateway {
             .env("LOG_FORMAT", "text")
             .env("RUST_LOG", "info")
             .env("PATH", std::env::var("PATH").unwrap_or_default());
+        // An empty value unsets the variable (e.g. `("JWT_SECRET", "")` for dev mode).
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let logs = Arc::new(Mutex::new(String::new()));
@@ -134,7 +139,7 @@ impl Gateway {
         let deadline = Instant::now() + WAIT;
         let addr = loop {
             if let Some(a) = logs.lock().unwrap().split("listening on http://").nth(1) {
-                break a.split_whitespace().next().unwrap().to_string();
+                break a.chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect::<String>();
             }
             assert!(Instant::now() < deadline, "gateway did not start:\n{}", logs.lock().unwrap());
             std::thread::sleep(Duration::from_millis(10));
@@ -152,6 +157,93 @@ impl Gateway {
         while !self.logs().contains(needle) {
             assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on a child we started and have not reaped.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the gateway process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
+    }
+
+    /// The value of one metric line, e.g. `wsgate_disconnects_total{reason="slow"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Polls a metric until it reaches at least `want`.
+    pub async fn wait_metric(&self, series: &str, want: f64) {
+        let deadline = Instant::now() + WAIT;
+        while self.metric(series).await < want {
+            assert!(Instant::now() < deadline, "{series} never reached {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws/tasks?token={token}", self.addr)
+    }
+
+    /// POSTs `body` to /api/events with `token`; returns status, headers and JSON body.
+    pub async fn post_events(&self, token: &str, body: &str) -> Reply {
+        let r = reqwest::Client::new()
+            .post(self.url("/api/events"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        Reply::read(r).await
+    }
+
+    /// A WebSocket handshake that is expected to fail: returns the HTTP status and JSON body.
+    pub async fn refused_upgrade(
+        &self,
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> (u16, Value) {
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => panic!("upgrade unexpectedly accepted"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().clone().unwrap_or_default();
+                (resp.status().as_u16(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+            }
+            Err(e) => panic!("unexpected error {e}"),
         }
     }
 
@@ -192,11 +284,15 @@ impl Gateway {
     }
 
     pub async fn connect(&self, user: &str) -> Client {
-        let url = format!("ws://{}/ws/tasks?token={}", self.addr, token(json!({ "sub": user })));
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let mut c = Client { ws };
-        let hello = c.next().await.expect("connected frame");
-        assert_eq!(hello["type"], "connected");
+        self.connect_with(&token(json!({ "sub": user }))).await
+    }
+
+    /// Connects with `token` and waits for the `connected` frame.
+    pub async fn connect_with(&self, token: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(token)).await.unwrap();
+        let mut c = Client { ws, hello: Value::Null };
+        c.hello = c.next().await.expect("connected frame");
+        assert_eq!(c.hello["type"], "connected");
         c
     }
 }
@@ -207,10 +303,11 @@ impl Drop for Gateway {
     }
 }
 
-/// An HS256 token with `exp` one hour ahead plus `claims`.
+/// An HS256 token with `claims`, and `exp` one hour ahead unless `claims` has one.
 pub fn token(mut claims: Value) -> String {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
-    claims["exp"] = exp.into();
+    if claims.get("exp").is_none() {
+        claims["exp"] = (now_secs() + 3600).into();
+    }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &claims,
@@ -219,8 +316,40 @@ pub fn token(mut claims: Value) -> String {
     .unwrap()
 }
 
+/// An HTTP answer.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    pub async fn read(r: reqwest::Response) -> Reply {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}"));
+        Reply { status, headers, json }
+    }
+
+    /// The `error` message of a JSON error body.
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or_else(|| panic!("no error in {}", self.json))
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn publish_token() -> String {
+    token(json!({"sub": "svc", "scope": "publish"}))
+}
+
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The `connected` frame.
+    pub hello: Value,
 }
 
 impl Client {
@@ -238,6 +367,23 @@ impl Client {
                 _ => return None,
             }
         }
+    }
+
+    /// Waits for the server's close frame and returns its code (reading past queued frames).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline.into(), self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(f)))) => return f.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws.send(Message::text(text)).await.unwrap();
     }
 
     /// The `type`s of the next events up to and including the one of type `marker`.
@@ -332,4 +478,38 @@ pub fn raw_ping(port: u16) -> String {
     let mut buf = [0u8; 128];
     let n = s.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+/// A WebSocket upgrade done by hand on a socket with a small receive buffer, returning the
+/// socket right after the 101 (nothing read past it). For clients that must not read or
+/// answer (slow consumers, dead peers).
+pub async fn raw_upgrade(addr: &str, token: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut s = sock.connect(addr.parse().unwrap()).await.unwrap();
+    let req = format!(
+        "GET /ws/tasks?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "EOF during the handshake");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// Turns a socket returned by [`raw_upgrade`] into a client that reads normally.
+pub async fn into_client(s: TcpStream) -> Client {
+    let ws = WebSocketStream::from_raw_socket(
+        MaybeTlsStream::Plain(s),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    Client { ws, hello: Value::Null }
 }

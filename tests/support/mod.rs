@@ -1,0 +1,712 @@
+//! Helpers shared by every integration test: start the real `wsgate` binary on port 0, mint
+//! tokens, connect WebSocket clients (a real one and a raw socket that never reads), publish,
+//! read metrics, and start a throwaway `redis-server`.
+//!
+//! Every wait here is bounded: a test that hangs tells nobody anything, a test that fails with
+//! "timed out waiting for X" does.
+
+// Each test file is its own crate and uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long one expected frame, response or state change may take. Generous: the suite runs
+/// debug builds on two shared cores.
+pub const STEP: Duration = Duration::from_secs(10);
+/// How long the gateway may take to print its listening line.
+const STARTUP: Duration = Duration::from_secs(20);
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(20);
+
+// ---------------------------------------------------------------------------------------------
+// Waiting
+
+/// Polls `cond` until it holds, or panics naming `what` after `timeout`. Returns how long it took.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `fut` must finish within `timeout`; panics naming `what` otherwise.
+pub async fn within<T>(what: &str, timeout: Duration, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, fut).await.unwrap_or_else(|_| panic!("timed out after {timeout:?}: {what}"))
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+}
+
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// A random hex string (std's hasher keys are random per process and per `RandomState`).
+pub fn random_hex() -> String {
+    format!("{:016x}{:016x}", RandomState::new().hash_one(1u8), RandomState::new().hash_one(2u8))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// A child process whose stdout and stderr are collected by background threads (so its pipes
+/// never fill and block it) and which is killed with SIGKILL on drop unless it has exited.
+pub struct Process {
+    child: Child,
+    pub pid: u32,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// The collector threads, joined once the process has exited so its last words are in.
+    collectors: Vec<std::thread::JoinHandle<()>>,
+    exited: Option<ExitStatus>,
+}
+
+impl Process {
+    pub fn spawn(mut cmd: Command) -> Process {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let (stdout, out_thread) = collect(child.stdout.take().expect("piped stdout"));
+        let (stderr, err_thread) = collect(child.stderr.take().expect("piped stderr"));
+        Process { pid: child.id(), child, stdout, stderr, collectors: vec![out_thread, err_thread], exited: None }
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// The exit status, if the process has exited (reaps it, and waits for the collectors to
+    /// read the pipes to their end).
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("waitpid");
+            if self.exited.is_some() {
+                for t in self.collectors.drain(..) {
+                    let _ = t.join();
+                }
+            }
+        }
+        self.exited
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        assert!(self.exited.is_none(), "process {} already exited", self.pid);
+        // SAFETY: plain kill(2) on our own, not yet reaped, child: its PID cannot be reused.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.try_exit().is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let thread = std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buf, thread)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway
+
+/// The `wsgate` command with a clean environment: the test's own settings only, so a
+/// `REDIS_URL` or `JWT_SECRET` in the developer's shell cannot leak in. An empty value in `env`
+/// removes that variable (e.g. `("JWT_SECRET", "")` for dev mode).
+pub fn wsgate_command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgate"));
+    cmd.env_clear().args(args);
+    for (k, v) in env {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// A running gateway, killed (SIGKILL) on drop unless the test stopped it.
+pub struct Gateway {
+    pub proc: Process,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    /// The HS256 secret this instance verifies tokens with.
+    pub secret: String,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts a gateway on 127.0.0.1:0 with a fresh random `JWT_SECRET`; `env` adds to or
+    /// overrides those defaults.
+    pub async fn start(env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with_args(&[], env).await
+    }
+
+    pub async fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let secret = random_hex();
+        let mut all = vec![
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("JWT_SECRET", secret.as_str()),
+            ("LOG_FORMAT", "text"),
+            ("RUST_LOG", "info"),
+        ];
+        all.extend_from_slice(env);
+        let mut proc = Process::spawn(wsgate_command(args, &all));
+        let start = Instant::now();
+        let port = loop {
+            if let Some(port) = listening_port(&proc.stderr()) {
+                break port;
+            }
+            if let Some(status) = proc.try_exit() {
+                panic!("wsgate exited ({status}) before listening; stderr:\n{}", proc.stderr());
+            }
+            assert!(start.elapsed() < STARTUP, "wsgate did not print its listening line; stderr:\n{}", proc.stderr());
+            tokio::time::sleep(POLL).await;
+        };
+        // no_proxy: a proxy variable in the environment must not reroute loopback requests.
+        let http = reqwest::Client::builder().no_proxy().build().expect("reqwest client");
+        let pid = proc.pid;
+        Gateway { proc, addr: SocketAddr::from(([127, 0, 0, 1], port)), pid, secret, http }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Everything the gateway has logged so far (stderr).
+    pub fn logs(&self) -> String {
+        self.proc.stderr()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let mut found = None;
+        wait_until(&format!("a log line containing {needle:?}"), STEP, || {
+            found = self.logs().lines().find(|l| l.contains(needle)).map(str::to_owned);
+            std::future::ready(found.is_some())
+        })
+        .await;
+        found.expect("found by wait_until")
+    }
+
+    pub fn sigterm(&self) {
+        self.proc.signal(libc::SIGTERM);
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proc.wait_exit(timeout).await
+    }
+
+    /// Resident memory of the gateway process, from /proc/PID/status.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.http_url(path)).send().await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path` → (status, body as JSON; `Null` when the body is not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        response_json(self.get(path).await).await
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let r = self.get("/metrics").await;
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().await.expect("metrics body")
+    }
+
+    /// The value of one series, e.g. `wsgate_connections` or
+    /// `wsgate_auth_failures_total{reason="expired"}`; panics if it is not exposed.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
+        metric_value(&text, series).unwrap_or_else(|| panic!("no series {series} in /metrics:\n{text}"))
+    }
+
+    /// Waits until `series` equals `value`.
+    pub async fn wait_metric(&self, series: &str, value: f64) {
+        wait_until(&format!("{series} == {value}"), STEP, || async { self.metric(series).await == value }).await;
+    }
+}
+
+fn listening_port(logs: &str) -> Option<u16> {
+    let rest = &logs[logs.find("listening on http://127.0.0.1:")? + "listening on http://127.0.0.1:".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// One series' value in a Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, rest) = l.split_once(' ')?;
+        (name == series).then(|| rest.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+pub async fn response_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let body = r.bytes().await.expect("response body");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Asserts an error answer: `status`, and a JSON body `{"error": "<non-empty string>"}`.
+pub fn assert_error(what: &str, got: &(u16, Value), status: u16) {
+    assert_eq!(got.0, status, "{what}: status (body {})", got.1);
+    let msg = got.1["error"].as_str().unwrap_or_else(|| panic!("{what}: no \"error\" string in {}", got.1));
+    assert!(!msg.is_empty(), "{what}: empty error message");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens (HS256)
+
+pub fn token_with(secret: &str, claims: Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).expect("encode JWT")
+}
+
+/// A user token `{sub, exp: now + ttl_secs}` (a negative ttl gives an expired token).
+pub fn user_token(secret: &str, sub: &str, ttl_secs: i64) -> String {
+    token_with(secret, json!({"sub": sub, "exp": now_secs() as i64 + ttl_secs}))
+}
+
+/// A service token with `scope: "publish"`, valid for an hour.
+pub fn publish_token(secret: &str) -> String {
+    token_with(secret, json!({"sub": "test-publisher", "exp": now_secs() + 3600, "scope": "publish"}))
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket clients
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A client on a real WebSocket library. It answers pings whenever it is reading.
+pub struct WsClient {
+    pub ws: Ws,
+    /// The `connected` frame (`Null` for a client adopted from a raw socket).
+    pub connected: Value,
+}
+
+/// An upgrade the gateway refused.
+#[derive(Debug)]
+pub struct Rejected {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// An upgrade request for `path` (with its query) plus extra headers.
+pub fn ws_request(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Request {
+    let mut req = gw.ws_url(path).into_client_request().expect("ws request");
+    for (k, v) in headers {
+        req.headers_mut().insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    req
+}
+
+/// Connects; on success waits for the `connected` frame, which must come first.
+pub async fn try_connect(req: Request) -> Result<WsClient, Rejected> {
+    let (ws, _) = match within("WebSocket handshake", STEP, tokio_tungstenite::connect_async(req)).await {
+        Ok(ok) => ok,
+        Err(WsError::Http(resp)) => {
+            let body = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+            return Err(Rejected { status: resp.status().as_u16(), body });
+        }
+        Err(e) => panic!("WebSocket handshake failed: {e}"),
+    };
+    let mut client = WsClient { ws, connected: Value::Null };
+    let first = client.next_json(STEP).await;
+    assert_eq!(first["type"], "connected", "first frame must be `connected`, got {first}");
+    client.connected = first;
+    Ok(client)
+}
+
+/// Connects to `/ws/tasks?token=...` and returns once the `connected` frame is in.
+pub async fn connect(gw: &Gateway, token: &str) -> WsClient {
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"))
+}
+
+/// Connects a user with a fresh hour-long token.
+pub async fn connect_user(gw: &Gateway, sub: &str) -> WsClient {
+    connect(gw, &user_token(&gw.secret, sub, 3600)).await
+}
+
+impl WsClient {
+    /// The next message of any kind; panics on timeout, end of stream or error.
+    pub async fn next_message(&mut self, timeout: Duration) -> Message {
+        match within("a WebSocket message", timeout, self.ws.next()).await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => panic!("WebSocket error while waiting for a message: {e}"),
+            None => panic!("WebSocket ended while waiting for a message"),
+        }
+    }
+
+    /// The next text frame as JSON, skipping control frames; panics on a close frame.
+    pub async fn next_json(&mut self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_message(deadline.saturating_duration_since(Instant::now())).await {
+                Message::Text(t) => {
+                    return serde_json::from_str(&t).unwrap_or_else(|e| panic!("text frame is not JSON ({e}): {t}"))
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected a JSON text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame must be an event of type `kind`; returns it.
+    pub async fn expect_event(&mut self, kind: &str) -> Value {
+        let v = self.next_json(STEP).await;
+        assert_eq!(v["type"], kind, "expected a {kind:?} event, got {v}");
+        v
+    }
+
+    /// Reads until a close frame and returns its code, skipping everything before it.
+    /// Panics if the connection ends without one or `timeout` passes.
+    pub async fn expect_close(&mut self, timeout: Duration) -> u16 {
+        within("a close frame", timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                    Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+                    None => panic!("connection ended without a close frame"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Keeps reading for `how_long` (so pings are answered) and fails on any data or close
+    /// frame. Returns the number of pings the server sent meanwhile.
+    pub async fn expect_quiet(&mut self, how_long: Duration) -> usize {
+        let mut pings = 0;
+        let deadline = tokio::time::Instant::now() + how_long;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return pings,
+                Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+                Ok(Some(Ok(Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, m: Message) {
+        within("sending a frame", STEP, self.ws.send(m)).await.expect("send frame");
+    }
+
+    pub async fn send_json(&mut self, v: &Value) {
+        self.send(Message::text(v.to_string())).await;
+    }
+
+    /// The application-level ping must be answered with `{"type":"pong"}`.
+    pub async fn assert_alive(&mut self) {
+        self.send_json(&json!({"type": "ping"})).await;
+        self.expect_event("pong").await;
+    }
+
+    /// Reads `n` events and returns their `data.seq` values in arrival order.
+    pub async fn read_seqs(&mut self, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let v = self.next_json(STEP).await;
+            seqs.push(v["data"]["seq"].as_u64().unwrap_or_else(|| panic!("event without data.seq: {v}")));
+        }
+        seqs
+    }
+}
+
+/// A client that does the upgrade by hand on a plain socket and then reads nothing (so it
+/// answers no ping and lets its receive window fill), until the test adopts it as a [`WsClient`].
+pub struct RawClient {
+    pub stream: TcpStream,
+    /// Bytes read past the end of the 101 response (the start of the first frames).
+    leftover: Vec<u8>,
+}
+
+impl RawClient {
+    /// Upgrades `/ws/tasks?token=...`. A small `recv_buffer` keeps the kernel from absorbing
+    /// megabytes on the client's behalf, so back-pressure reaches the gateway sooner.
+    pub async fn connect(gw: &Gateway, token: &str, recv_buffer: Option<u32>) -> RawClient {
+        let socket = TcpSocket::new_v4().expect("socket");
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).expect("SO_RCVBUF");
+        }
+        let mut stream = within("TCP connect", STEP, socket.connect(gw.addr)).await.expect("connect");
+        let req = format!(
+            "GET /ws/tasks?token={token} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            gw.addr
+        );
+        stream.write_all(req.as_bytes()).await.expect("write upgrade request");
+        let (head, leftover) = read_head(&mut stream, Vec::new()).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "raw upgrade refused:\n{head}");
+        RawClient { stream, leftover }
+    }
+
+    /// Starts reading: hands the socket to a WebSocket library. The first frame it yields is
+    /// whatever the gateway sent first (normally `connected`).
+    pub async fn into_ws(self) -> WsClient {
+        let ws =
+            WebSocketStream::from_partially_read(MaybeTlsStream::Plain(self.stream), self.leftover, Role::Client, None)
+                .await;
+        WsClient { ws, connected: Value::Null }
+    }
+
+    /// Reads (discarding) until the gateway drops the connection; panics if it does not
+    /// within `timeout`.
+    pub async fn expect_dropped(&mut self, timeout: Duration) {
+        within("the gateway to drop the connection", timeout, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 (for what reqwest hides: chunked bodies, one explicit keep-alive connection)
+
+/// Reads up to and including the blank line ending a response head; returns the head and the
+/// bytes read past it.
+async fn read_head(stream: &mut TcpStream, mut buf: Vec<u8>) -> (String, Vec<u8>) {
+    within("a response head", STEP, async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return (String::from_utf8_lossy(&buf).into_owned(), rest);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "connection closed before a full response head: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+}
+
+/// One HTTP/1.1 connection driven by hand.
+pub struct RawHttp {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Value,
+}
+
+impl RawHttp {
+    pub async fn connect(gw: &Gateway) -> RawHttp {
+        let stream = within("TCP connect", STEP, TcpStream::connect(gw.addr)).await.expect("connect");
+        RawHttp { stream, buf: Vec::new() }
+    }
+
+    pub async fn send(&mut self, request: &[u8]) {
+        self.stream.write_all(request).await.expect("write request");
+    }
+
+    /// Reads one response with a `Content-Length` body (what the gateway sends).
+    pub async fn read_response(&mut self) -> RawResponse {
+        let (head, mut rest) = read_head(&mut self.stream, std::mem::take(&mut self.buf)).await;
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+            .map(|(_, v)| v.trim().parse().expect("numeric Content-Length"))
+            .unwrap_or_else(|| panic!("response without Content-Length:\n{head}"));
+        within("a response body", STEP, async {
+            while rest.len() < len {
+                let mut chunk = [0u8; 4096];
+                let n = self.stream.read(&mut chunk).await.expect("read body");
+                assert!(n > 0, "connection closed inside a response body");
+                rest.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await;
+        self.buf = rest.split_off(len);
+        RawResponse { status, head, body: serde_json::from_slice(&rest).unwrap_or(Value::Null) }
+    }
+}
+
+/// A `POST /api/events` request as raw bytes, with `Content-Length`.
+pub fn raw_publish_request(gw: &Gateway, token: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST /api/events HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        gw.addr,
+        body.len()
+    )
+    .into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publishing
+
+/// `POST /api/events` with optional bearer token and Content-Type, and raw body bytes.
+pub async fn post_events_response(
+    gw: &Gateway,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = gw.http().post(gw.http_url("/api/events")).body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    req.send().await.expect("POST /api/events")
+}
+
+/// [`post_events_response`] → (status, response JSON).
+pub async fn post_events(gw: &Gateway, token: Option<&str>, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    response_json(post_events_response(gw, token, content_type, body).await).await
+}
+
+/// Publishes a JSON body; returns (status, response JSON).
+pub async fn publish(gw: &Gateway, token: &str, body: Value) -> (u16, Value) {
+    post_events(gw, Some(token), Some("application/json"), serde_json::to_vec(&body).unwrap()).await
+}
+
+/// Publishes and insists on 202; returns the event id.
+pub async fn publish_ok(gw: &Gateway, token: &str, body: Value) -> String {
+    let (status, resp) = publish(gw, token, body).await;
+    assert_eq!(status, 202, "publish answered {resp}");
+    resp["id"].as_str().unwrap_or_else(|| panic!("202 without an id: {resp}")).to_owned()
+}
+
+/// Publishes `n` events one after another (each waits for its 202), the i-th with body
+/// `make(i)`; returns their ids in order.
+pub async fn publish_many(gw: &Gateway, token: &str, n: usize, make: impl Fn(usize) -> Value) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(publish_ok(gw, token, make(i)).await);
+    }
+    ids
+}
+
+/// `{"type": kind, "data": {"seq": i, "pad": <pad bytes>}}`: numbered events of a chosen size.
+pub fn seq_event(kind: &str, i: usize, pad: usize) -> Value {
+    json!({"type": kind, "data": {"seq": i, "pad": "x".repeat(pad)}})
+}
+
+/// Event ids are ULIDs: 26 characters of Crockford base32.
+pub fn assert_ulid(id: &str) {
+    assert_eq!(id.len(), 26, "id {id:?} is not 26 characters");
+    assert!(id.chars().all(|c| "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)), "id {id:?} is not Crockford base32");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+/// A throwaway `redis-server` on a free loopback port (never 6379), no persistence, killed on drop.
+pub struct RedisServer {
+    pub proc: Process,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
+        assert_ne!(port, 6379, "never touch the default Redis port");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        let server = RedisServer { proc: Process::spawn(cmd), port };
+        wait_until(&format!("redis-server on port {port} to answer PING"), STEP, || server.ping()).await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").await.is_ok() && s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
+    }
+}
