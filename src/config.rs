@@ -123,10 +123,16 @@ pub struct Args {
     #[arg(long, env = "DRAIN_TIMEOUT_MS", value_name = "DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
 
-    /// tungstenite read and write buffer size per socket, in bytes. Small buffers keep idle
-    /// sockets cheap (tungstenite's 128 KiB default costs 137 KB per socket once read from).
-    #[arg(long, env = "WS_BUFFER_BYTES", value_name = "WS_BUFFER_BYTES", default_value_t = 4096)]
-    pub ws_buffer_bytes: usize,
+    /// tungstenite read buffer per socket, in bytes. It is allocated for every socket, so it is
+    /// most of what an idle connection costs; clients send only small control messages, and a
+    /// larger inbound message still fits (up to MAX_MESSAGE_BYTES), read in several chunks.
+    #[arg(long, env = "WS_READ_BUFFER_BYTES", value_name = "WS_READ_BUFFER_BYTES", default_value_t = 2048)]
+    pub ws_read_buffer_bytes: usize,
+
+    /// tungstenite write buffer per socket, in bytes: a burst of events is written in chunks of
+    /// about this size. Allocated only while writing.
+    #[arg(long, env = "WS_WRITE_BUFFER_BYTES", value_name = "WS_WRITE_BUFFER_BYTES", default_value_t = 4096)]
+    pub ws_write_buffer_bytes: usize,
 
     /// Serve the live demo page at /demo (and the JS client at /demo/wsgate.js).
     #[arg(long, env = "DEMO_PAGE", value_name = "DEMO_PAGE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -183,7 +189,8 @@ pub struct Config {
     pub publish_rate_per_sec: u32,
     pub publish_burst: u32,
     pub drain_timeout: Duration,
-    pub ws_buffer_bytes: usize,
+    pub ws_read_buffer_bytes: usize,
+    pub ws_write_buffer_bytes: usize,
     pub demo_page: bool,
     pub worker_threads: usize,
 }
@@ -275,7 +282,8 @@ impl Config {
             }
         }
         let max_message_bytes = at_least("MAX_MESSAGE_BYTES", a.max_message_bytes, 128)?;
-        let ws_buffer_bytes = at_least("WS_BUFFER_BYTES", a.ws_buffer_bytes, 512)?;
+        let ws_read_buffer_bytes = at_least("WS_READ_BUFFER_BYTES", a.ws_read_buffer_bytes, 256)?;
+        let ws_write_buffer_bytes = at_least("WS_WRITE_BUFFER_BYTES", a.ws_write_buffer_bytes, 256)?;
         Ok(Config {
             listen_addr: a.listen_addr,
             redis_url: a.redis_url.filter(|u| !u.is_empty()),
@@ -301,7 +309,8 @@ impl Config {
                 a.publish_burst
             },
             drain_timeout: Duration::from_millis(a.drain_timeout_ms),
-            ws_buffer_bytes,
+            ws_read_buffer_bytes,
+            ws_write_buffer_bytes,
             demo_page: a.demo_page,
             worker_threads: a.worker_threads,
         })

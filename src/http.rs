@@ -170,31 +170,34 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
     };
     let accept = derive_accept_key(key.as_bytes());
 
+    // Nothing of the request outlives the upgrade: the session task would otherwise keep its
+    // headers (and hyper's read buffer, through `read_buf`) for the socket's whole life,
+    // which is most of an idle connection's memory.
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+    let peer = Peer { user: claims.sub, valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()) };
     let st2 = st.clone();
     st.sessions.spawn(async move {
-        let upgraded = match hyper::upgrade::on(&mut req).await {
+        let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade failed");
                 return;
             }
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(p) => p,
-            Err(_) => {
-                tracing::error!("upgraded connection is not a TCP stream");
-                return;
-            }
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP stream");
+            return;
         };
         let stream = parts.io.into_inner();
-        let cfg = Some(st2.ws_config);
         // A client may pipeline its first frames behind the handshake; hyper has read them.
-        let ws = if parts.read_buf.is_empty() {
-            WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await
-        } else {
-            WebSocketStream::from_partially_read(stream, parts.read_buf.to_vec(), Role::Server, cfg).await
+        let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+        drop(parts.read_buf);
+        let cfg = Some(st2.ws_config);
+        let ws = match early {
+            None => WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await,
+            Some(bytes) => WebSocketStream::from_partially_read(stream, bytes, Role::Server, cfg).await,
         };
-        let peer = Peer { user: claims.sub, token_exp: claims.exp };
         session::run(ws, st2.hub.clone(), peer, st2.session_settings).await;
     });
 

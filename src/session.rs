@@ -41,8 +41,10 @@ pub struct SessionSettings {
 /// The user a session serves and until when.
 pub struct Peer {
     pub user: String,
-    /// The token's `exp`, seconds since the epoch.
-    pub token_exp: u64,
+    /// When the token stops being valid, seconds since the epoch: its `exp` plus the leeway
+    /// the handshake allowed, so that a token accepted at the handshake is never closed as
+    /// expired the moment it connects.
+    pub valid_until: u64,
 }
 
 const PONG: &str = r#"{"type":"pong"}"#;
@@ -63,7 +65,7 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, peer: Peer, settings: SessionSet
     .to_string();
     // The first frame, written before anything from the outbox: events queued meanwhile wait.
     let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::text(hello))).await {
-        Ok(Ok(())) => serve(&mut ws, &reg, expiry_instant(peer.token_exp), &settings).await,
+        Ok(Ok(())) => serve(&mut ws, &reg, expiry_instant(peer.valid_until), &settings).await,
         Ok(Err(_)) => Disconnect::Error,
         Err(_) => Disconnect::Slow,
     };
