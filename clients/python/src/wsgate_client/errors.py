@@ -1,0 +1,52 @@
+"""Exceptions raised by the client."""
+
+from __future__ import annotations
+
+
+class WsgateError(Exception):
+    """Base class of every error this package raises."""
+
+
+class PublishError(WsgateError):
+    """``POST /api/events`` did not answer 202.
+
+    ``status`` is the HTTP status, ``message`` the gateway's ``{"error": ...}`` text (or the raw
+    body when it was not JSON), ``retry_after`` the ``Retry-After`` header in seconds, if any.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"publish failed: HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+class ListenError(WsgateError):
+    """The WebSocket side failed in a way that reconnecting will not fix."""
+
+
+class UpgradeRefused(ListenError):
+    """The gateway refused the WebSocket upgrade with an HTTP status (401, 403, 404, 426...).
+
+    401 means the token is missing, malformed, badly signed or expired; 403 that the
+    ``Origin`` is not allowed. ``message`` is the gateway's ``{"error": ...}`` text.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"WebSocket upgrade refused: HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class ConnectionClosed(ListenError):
+    """The connection closed and the listener will not reconnect.
+
+    Raised for closes that reconnecting cannot fix (1008 without ``get_token``, 1009), and for
+    any abnormal close when ``reconnect=False``. ``code`` is the WebSocket close code (1006
+    when the connection dropped without a close frame).
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"WebSocket closed: {code} {reason}".rstrip())
+        self.code = code
+        self.reason = reason

@@ -1,0 +1,218 @@
+"""Fixtures: the real wsgate binary on an ephemeral loopback port, tokens, a listener runner.
+
+Only processes started here are ever signalled, by their own Popen handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from wsgate_client import Listener
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+BINARY = Path(os.environ.get("WSGATE_BIN", REPO_ROOT / "target" / "debug" / "wsgate"))
+SECRET = "python-client-test-secret-0123456789abcdef"
+LISTENING = re.compile(r"listening on http://(127\.0\.0\.1):(\d+)")
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+def mint(sub: str, *, ttl: float = 3600, scope: str | None = None, secret: str = SECRET) -> str:
+    claims: dict = {"sub": sub, "exp": int(time.time() + ttl)}
+    if scope is not None:
+        claims["scope"] = scope
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """One wsgate process. ``restart()`` starts a new one on the same port."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str], port: int = 0) -> None:
+        self.log_dir = log_dir
+        self.extra_env = env
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+        self.log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, **env: str) -> Gateway:
+        assert self.proc is None, "already running"
+        self.extra_env.update(env)
+        self.runs += 1
+        self.log_path = self.log_dir / f"wsgate-{self.runs}.log"
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LISTEN_ADDR": f"127.0.0.1:{self.port}",
+            "JWT_SECRET": SECRET,
+            "JWT_LEEWAY_SECS": "0",
+            "RUST_LOG": "info",
+            "LOG_FORMAT": "text",
+            "DRAIN_TIMEOUT_MS": "3000",
+            "WORKER_THREADS": "2",
+            **self.extra_env,
+        }
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(BINARY)], env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            m = LISTENING.search(text)
+            if m:
+                self.port = int(m.group(2))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"wsgate did not start; its log:\n{self.log_path.read_text(errors='replace')}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signals our process and waits for it; SIGKILL if it does not exit in time."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            return proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise RuntimeError("wsgate did not exit within the stop timeout after SIGTERM") from None
+
+    def kill(self) -> None:
+        """SIGKILL: the sockets drop without close frames (a network loss to the client)."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self, **env: str) -> Gateway:
+        self.stop()
+        return self.start(**env)
+
+    # The blocking methods above must not run on the event loop of a test whose clients have
+    # to answer the gateway's close frames meanwhile: these run them in a thread.
+    async def astop(self, sig: int = signal.SIGTERM) -> int:
+        return await asyncio.to_thread(self.stop, sig)
+
+    async def akill(self) -> None:
+        await asyncio.to_thread(self.kill)
+
+    async def astart(self, **env: str) -> Gateway:
+        return await asyncio.to_thread(self.start, **env)
+
+    async def arestart(self, **env: str) -> Gateway:
+        return await asyncio.to_thread(self.restart, **env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+@pytest.fixture
+def gateway_factory(tmp_path):
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} is missing: run `cargo build -p wsgate` in {REPO_ROOT}")
+    started: list[Gateway] = []
+
+    def make(port: int = 0, start: bool = True, **env: str) -> Gateway:
+        gw = Gateway(tmp_path, dict(env), port)
+        started.append(gw)
+        return gw.start() if start else gw
+
+    yield make
+    for gw in started:
+        if gw.proc is not None:
+            gw.proc.kill()
+            gw.proc.wait(5)
+
+
+@pytest.fixture
+def gateway(gateway_factory) -> Gateway:
+    return gateway_factory()
+
+
+@pytest.fixture
+def publish_token() -> str:
+    return mint("backend", scope="publish")
+
+
+class Watch:
+    """Runs a Listener in a task: events into a queue, ``connected`` frames into another."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.connects: asyncio.Queue = asyncio.Queue()
+        listener.on_connected = self.connects.put_nowait
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.listener:
+            self.events.put_nowait(event)
+
+    async def _get(self, queue: asyncio.Queue, timeout: float):
+        get = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait({get, self.task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if get in done:
+            return get.result()
+        get.cancel()
+        if self.task in done:
+            self.task.result()  # raises what the listener raised
+            raise AssertionError("the listener ended")
+        raise AssertionError(f"nothing arrived within {timeout}s")
+
+    async def event(self, timeout: float = 5.0) -> dict:
+        return await self._get(self.events, timeout)
+
+    async def connect(self, timeout: float = 5.0) -> dict:
+        return await self._get(self.connects, timeout)
+
+    async def no_event(self, wait: float = 0.3) -> None:
+        await asyncio.sleep(wait)
+        assert self.events.empty(), f"unexpected event {self.events.get_nowait()}"
+
+    async def close(self) -> None:
+        await self.listener.close()
+        await asyncio.wait_for(self.task, 5)
+
+
+@pytest.fixture
+async def watch():
+    """``await watch(Listener(...))`` runs it and waits for the first ``connected`` frame."""
+    running: list[Watch] = []
+
+    async def start(listener: Listener, wait_connected: bool = True) -> Watch:
+        w = Watch(listener)
+        running.append(w)
+        if wait_connected:
+            await w.connect()
+        return w
+
+    yield start
+    for w in running:
+        await w.listener.close()
+        w.task.cancel()
+        try:
+            await asyncio.wait_for(w.task, 5)
+        except BaseException:
+            pass
