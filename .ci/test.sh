@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as a newcomer runs it on a fresh machine: installs what the tests need
-# (redis-server), then format check, clippy, and every test of the workspace.
+# (redis-server), then format check, clippy, every test of the workspace, and the clients' tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +15,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+
+# Clients against the real gateway (target/debug/wsgate, built by cargo test above).
+bash clients/python/test.sh -q
