@@ -69,6 +69,8 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
+            // Publishers that pipeline requests get their answers in one write.
+            .pipeline_flush(true)
             .serve_connection(TokioIo::new(stream), svc)
             .with_upgrades();
         let shutdown = shutdown.clone();

@@ -1,2 +1,454 @@
-// placeholder: the JS client is being written (issue 4)
-export function connect() { throw new Error("not yet"); }
+// wsgate-client: the browser and Node (>= 20) client for the wsgate WebSocket gateway.
+// One ES module, no dependencies. See README.md beside this file for usage.
+//
+// What it does on top of a bare WebSocket:
+// - sends the token as `?token=` (browsers cannot set headers on a WebSocket);
+// - reconnects with exponential backoff and full jitter, reset after a `connected` frame;
+// - knows the gateway's close codes: 1008 → fresh token from getToken() first, 1001/1013 and
+//   any other loss → reconnect; a refused upgrade (bad token) stops instead of looping;
+// - application ping every pingIntervalMs; silence after a ping → the connection is dead;
+// - dispatches events to handlers per type (`"*"` for all) and tracks the last event id,
+//   which it sends back as `since=` when it reconnects (the gateway's resume parameter).
+
+/** Close codes the gateway uses. */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001, // the instance shuts down: reconnect
+  ABNORMAL: 1006, // no close frame (network loss, killed process, refused upgrade)
+  POLICY: 1008, // token expired (reason "token_expired") or a protocol breach (reason "policy")
+  TOO_BIG: 1009, // an inbound frame was too large
+  TRY_AGAIN: 1013, // the client read too slowly: reconnect
+});
+
+/** Client states, in the order a healthy connection goes through them. */
+export const State = Object.freeze({
+  CONNECTING: "connecting", // a socket is being opened; `connected` not yet received
+  OPEN: "open", // the gateway's `connected` frame arrived; events flow
+  RECONNECTING: "reconnecting", // waiting out the backoff delay before the next attempt
+  CLOSED: "closed", // stopped for good: close() was called or a fatal error occurred
+});
+
+/** Every error the client reports carries a `code` and says whether it stopped the client. */
+export class WsgateError extends Error {
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = "WsgateError";
+    this.code = code;
+    this.fatal = false;
+    Object.assign(this, extra);
+  }
+}
+
+const DEFAULTS = Object.freeze({
+  backoff: Object.freeze({ initialMs: 500, maxMs: 30000 }),
+  pingIntervalMs: 25000,
+  pongTimeoutMs: 10000,
+  connectTimeoutMs: 15000,
+  resume: true,
+});
+
+const PING_FRAME = '{"type":"ping"}';
+const noop = () => {};
+
+/**
+ * The delay before reconnect attempt number `attempt` (0 for the first retry):
+ * full jitter, uniformly random in [0, min(maxMs, initialMs * 2^attempt)).
+ */
+export function backoffDelay(attempt, backoff = DEFAULTS.backoff, random = Math.random) {
+  const initialMs = backoff.initialMs ?? DEFAULTS.backoff.initialMs;
+  const maxMs = backoff.maxMs ?? DEFAULTS.backoff.maxMs;
+  const exp = Math.min(Math.max(0, attempt | 0), 1023); // 2^1024 would be Infinity
+  const cap = Math.min(maxMs, initialMs * 2 ** exp);
+  return Math.floor(random() * cap);
+}
+
+/** Opens a client; it connects at once (asynchronously) and keeps reconnecting until close(). */
+export function connect(url, options) {
+  return new WsgateClient(url, options);
+}
+
+export class WsgateClient {
+  #url;
+  #opts;
+  #WebSocket;
+  #backoff;
+  #handlers = new Map();
+  #state = State.CONNECTING;
+  #token = null;
+  #needToken = false;
+  #attempt = 0; // backoff exponent; reset after a `connected` frame
+  #everConnected = false; // any attempt of this client got `connected`
+  #sock = null; // the current attempt: { ws, opened, connected, status, freshToken, timers }
+  #retryTimer = null;
+  #closed = false;
+  #lastEventId = null;
+  #connection = null;
+
+  constructor(url, options = {}) {
+    if (!url) throw new TypeError("wsgate: connect(url, options) needs a url");
+    const o = options ?? {};
+    if (!o.token && typeof o.getToken !== "function") {
+      throw new TypeError("wsgate: give options.token or options.getToken");
+    }
+    const WS = o.WebSocket ?? globalThis.WebSocket;
+    if (typeof WS !== "function") {
+      throw new TypeError(
+        "wsgate: no WebSocket implementation: pass options.WebSocket (e.g. the `ws` package) on Node < 22",
+      );
+    }
+    this.#url = url;
+    this.#opts = o;
+    this.#WebSocket = WS;
+    this.#backoff = { ...DEFAULTS.backoff, ...(o.backoff ?? {}) };
+    this.#token = o.token || null;
+    this.#needToken = !this.#token;
+    if (typeof o.onEvent === "function") this.on("*", o.onEvent);
+    // Start on a later tick so the caller can attach handlers first.
+    Promise.resolve().then(() => this.#open());
+  }
+
+  /** "connecting" | "open" | "reconnecting" | "closed" */
+  get state() {
+    return this.#state;
+  }
+
+  /** The id of the last event received, or null. */
+  get lastEventId() {
+    return this.#lastEventId;
+  }
+
+  /** The current (or last) `connected` frame: { connection_id, user, instance_id, ... }, or null. */
+  get connection() {
+    return this.#connection;
+  }
+
+  /** Calls handler(event) for each event of this type ("*": every event). Returns an unsubscribe function. */
+  on(type, handler) {
+    if (typeof handler !== "function") throw new TypeError("wsgate: on(type, handler) needs a function");
+    let set = this.#handlers.get(type);
+    if (!set) this.#handlers.set(type, (set = new Set()));
+    set.add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /** Removes a handler added with on(); without a handler, removes every handler of that type. */
+  off(type, handler) {
+    const set = this.#handlers.get(type);
+    if (!set) return;
+    if (handler === undefined) set.clear();
+    else set.delete(handler);
+    if (set.size === 0) this.#handlers.delete(type);
+  }
+
+  /** Closes the connection and stops for good: no reconnect. */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
+    const s = this.#sock;
+    this.#sock = null;
+    if (s) this.#dispose(s, CloseCode.NORMAL, "client closed");
+    this.#setState(State.CLOSED);
+    this.#emit("onClose", { code: CloseCode.NORMAL, reason: "client closed", wasClean: true, willReconnect: false });
+  }
+
+  // ---- connection attempts ----
+
+  async #open() {
+    if (this.#closed) return;
+    this.#retryTimer = null;
+    this.#setState(State.CONNECTING);
+    let freshToken = false;
+    if (this.#needToken) {
+      let token;
+      try {
+        token = await this.#opts.getToken();
+      } catch (err) {
+        if (this.#closed) return;
+        this.#report(new WsgateError("token_refresh_failed", `getToken() failed: ${err?.message ?? err}`, { cause: err }));
+        this.#scheduleReconnect();
+        return;
+      }
+      if (this.#closed) return;
+      if (typeof token !== "string" || token === "") {
+        this.#report(new WsgateError("token_refresh_failed", "getToken() returned no token"));
+        this.#scheduleReconnect();
+        return;
+      }
+      this.#token = token;
+      this.#needToken = false;
+      freshToken = true;
+    }
+
+    let ws;
+    try {
+      ws = new this.#WebSocket(this.#buildUrl());
+    } catch (err) {
+      // A malformed URL: no retry can fix it.
+      this.#fail(new WsgateError("invalid_url", `cannot open a WebSocket: ${err?.message ?? err}`, { cause: err }));
+      return;
+    }
+    const s = { ws, opened: false, connected: false, status: undefined, error: undefined, freshToken };
+    s.pingTimer = null;
+    s.pongTimer = null;
+    s.connectTimer = null;
+    this.#sock = s;
+
+    const timeout = this.#opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
+    if (timeout > 0) {
+      s.connectTimer = setTimeout(() => {
+        if (this.#sock !== s) return;
+        this.#report(new WsgateError("connect_timeout", `no \`connected\` frame within ${timeout} ms`));
+        this.#drop(s, "connect timeout");
+      }, timeout);
+    }
+
+    ws.onopen = () => {
+      s.opened = true;
+    };
+    ws.onmessage = (ev) => {
+      if (this.#sock === s) this.#onFrame(s, ev.data);
+    };
+    ws.onerror = (ev) => {
+      // Browsers say nothing about why. The `ws` package says "Unexpected server response: 401"
+      // for a refused upgrade; remember the status when it is there.
+      const msg = String(ev?.message ?? ev?.error?.message ?? "");
+      const m = /server response: (\d{3})/i.exec(msg);
+      if (m) s.status = Number(m[1]);
+      s.error = ev?.error ?? (msg ? new Error(msg) : undefined);
+    };
+    ws.onclose = (ev) => {
+      if (this.#sock !== s) return;
+      this.#sock = null;
+      this.#stopTimers(s);
+      this.#afterClose(s, { code: ev?.code ?? CloseCode.ABNORMAL, reason: ev?.reason ?? "", wasClean: !!ev?.wasClean });
+    };
+  }
+
+  #buildUrl() {
+    const base = globalThis.location?.href;
+    const u = new URL(String(this.#url), base);
+    if (u.protocol === "http:") u.protocol = "ws:";
+    else if (u.protocol === "https:") u.protocol = "wss:";
+    u.searchParams.set("token", this.#token);
+    const resume = this.#opts.resume ?? DEFAULTS.resume;
+    if (resume && this.#lastEventId != null) u.searchParams.set("since", this.#lastEventId);
+    return u.toString();
+  }
+
+  #onFrame(s, raw) {
+    if (s.pongTimer) {
+      // Any frame proves the connection alive.
+      clearTimeout(s.pongTimer);
+      s.pongTimer = null;
+    }
+    let msg;
+    try {
+      msg = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw));
+    } catch {
+      this.#report(new WsgateError("bad_frame", "the gateway sent a frame that is not JSON"));
+      return;
+    }
+    if (!msg || typeof msg !== "object") return;
+    if (typeof msg.id === "string" && typeof msg.type === "string") {
+      this.#lastEventId = msg.id;
+      this.#dispatch(msg);
+      return;
+    }
+    switch (msg.type) {
+      case "connected":
+        this.#onConnected(s, msg);
+        break;
+      case "pong":
+        break;
+      case "error":
+        this.#report(new WsgateError("server_error", `gateway: ${msg.error}${msg.message ? `: ${msg.message}` : ""}`, { frame: msg }));
+        break;
+      default:
+        break; // frames of later protocol additions are ignored
+    }
+  }
+
+  #onConnected(s, msg) {
+    clearTimeout(s.connectTimer);
+    s.connectTimer = null;
+    s.connected = true;
+    this.#everConnected = true;
+    this.#attempt = 0;
+    this.#connection = msg;
+    this.#setState(State.OPEN);
+    const every = this.#opts.pingIntervalMs ?? DEFAULTS.pingIntervalMs;
+    if (every > 0) {
+      const wait = this.#opts.pongTimeoutMs ?? Math.min(DEFAULTS.pongTimeoutMs, every);
+      s.pingTimer = setInterval(() => {
+        if (this.#sock !== s || s.pongTimer) return;
+        try {
+          s.ws.send(PING_FRAME);
+        } catch {
+          return; // the close event follows
+        }
+        s.pongTimer = setTimeout(() => {
+          if (this.#sock !== s) return;
+          this.#report(new WsgateError("ping_timeout", `no frame within ${wait} ms of a ping: connection presumed dead`));
+          this.#drop(s, "ping timeout");
+        }, wait);
+      }, every);
+    }
+    this.#emit("onOpen", msg);
+  }
+
+  #dispatch(event) {
+    for (const key of [event.type, "*"]) {
+      const set = this.#handlers.get(key);
+      if (!set) continue;
+      for (const h of [...set]) {
+        try {
+          h(event);
+        } catch (err) {
+          this.#report(new WsgateError("handler_error", `a handler for "${key}" threw: ${err?.message ?? err}`, { cause: err }));
+        }
+      }
+    }
+  }
+
+  /** Gives up on a socket the client no longer trusts (dead or stuck) and carries on as if it closed. */
+  #drop(s, why) {
+    if (this.#sock !== s) return;
+    this.#sock = null;
+    this.#dispose(s, 4000, why);
+    this.#afterClose(s, { code: CloseCode.ABNORMAL, reason: why, wasClean: false, timedOut: true });
+  }
+
+  /** Detaches from a socket and closes it without waiting for it. */
+  #dispose(s, code, reason) {
+    this.#stopTimers(s);
+    const ws = s.ws;
+    // No-op handlers rather than none: the `ws` package throws on an 'error' with no listener.
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = noop;
+    try {
+      if (typeof ws.terminate === "function" && code !== CloseCode.NORMAL) ws.terminate();
+      else ws.close(code, reason);
+    } catch {
+      /* already closed */
+    }
+  }
+
+  #stopTimers(s) {
+    clearTimeout(s.connectTimer);
+    clearTimeout(s.pongTimer);
+    clearInterval(s.pingTimer);
+    s.connectTimer = s.pongTimer = s.pingTimer = null;
+  }
+
+  /** Decides what follows the end of one socket. */
+  #afterClose(s, info) {
+    if (this.#closed) return;
+
+    if (!s.opened && !info.timedOut) {
+      // The upgrade failed: the socket closed before it opened, without a close frame.
+      // A browser cannot tell a refused token (401/403), a draining instance (503) and an
+      // unreachable host apart, so:
+      //  - if this client has never received `connected`, the first such failure is final;
+      //  - after a successful connection it counts as the gateway being away (restart, deploy)
+      //    and is retried with backoff, unless the status is known (Node's `ws` reports it)
+      //    to be 401/403, or the token's `exp` has passed.
+      const detail = s.status ? `HTTP ${s.status}` : "no HTTP status available";
+      const refused = s.status === 401 || s.status === 403;
+      if (!this.#everConnected) {
+        return this.#stop(info, new WsgateError("upgrade_refused",
+          `the gateway refused or could not take the WebSocket upgrade (${detail}); not retrying`,
+          { status: s.status, cause: s.error }));
+      }
+      if (refused || tokenExpired(this.#token)) {
+        if (typeof this.#opts.getToken === "function" && !s.freshToken) {
+          this.#needToken = true;
+          return this.#reconnect(info);
+        }
+        return this.#stop(info, new WsgateError(refused ? "upgrade_refused" : "token_expired",
+          refused
+            ? `the gateway refused the token (${detail}); not retrying`
+            : "the token has expired and there is no getToken() to renew it",
+          { status: s.status, cause: s.error }));
+      }
+      return this.#reconnect(info);
+    }
+
+    if (info.code === CloseCode.POLICY) {
+      // Token expired (reason "token_expired") or a policy breach: renew the token first.
+      if (typeof this.#opts.getToken === "function") {
+        this.#needToken = true;
+        return this.#reconnect(info);
+      }
+      const code = info.reason === "token_expired" || info.reason === "" ? "token_expired" : "policy";
+      return this.#stop(info, new WsgateError(code,
+        `closed with 1008 (${info.reason || "policy"}) and there is no getToken() for a fresh token`,
+        { closeCode: info.code, reason: info.reason }));
+    }
+
+    // 1001 (shutdown), 1013 (too slow), 1006 (lost), ping/connect timeouts, anything else.
+    this.#reconnect(info);
+  }
+
+  /** Reports the close (with the delay chosen) and schedules the next attempt. */
+  #reconnect(info) {
+    const delayMs = this.#scheduleReconnect();
+    this.#emit("onClose", { ...info, willReconnect: true, delayMs });
+  }
+
+  #scheduleReconnect() {
+    const delayMs = backoffDelay(this.#attempt, this.#backoff);
+    this.#attempt += 1;
+    this.#setState(State.RECONNECTING);
+    this.#retryTimer = setTimeout(() => this.#open(), delayMs);
+    return delayMs;
+  }
+
+  #stop(info, err) {
+    err.fatal = true;
+    this.#closed = true;
+    clearTimeout(this.#retryTimer);
+    this.#setState(State.CLOSED);
+    this.#emit("onClose", { ...info, willReconnect: false, error: err });
+    this.#report(err);
+  }
+
+  #fail(err) {
+    this.#stop({ code: CloseCode.ABNORMAL, reason: err.message, wasClean: false }, err);
+  }
+
+  #setState(next) {
+    if (this.#state === next) return;
+    const prev = this.#state;
+    this.#state = next;
+    this.#emit("onStateChange", next, prev);
+  }
+
+  #report(err) {
+    if (typeof this.#opts.onError === "function") this.#emit("onError", err);
+    else if (err.fatal) console.error(`wsgate: ${err.message}`);
+  }
+
+  #emit(name, ...args) {
+    const fn = this.#opts[name];
+    if (typeof fn !== "function") return;
+    try {
+      fn(...args);
+    } catch (err) {
+      if (name === "onError") console.error("wsgate: onError threw", err);
+      else this.#report(new WsgateError("handler_error", `${name} threw: ${err?.message ?? err}`, { cause: err }));
+    }
+  }
+}
+
+/** Whether a JWT's `exp` (read without verifying) has passed. False when it cannot be read. */
+function tokenExpired(token, now = Date.now()) {
+  try {
+    const part = String(token).split(".")[1];
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
+    const { exp } = JSON.parse(atob(b64 + "===".slice((b64.length + 3) % 4)));
+    return typeof exp === "number" && exp * 1000 <= now;
+  } catch {
+    return false;
+  }
+}
