@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Static checks of the deployment files that no linter or schema covers.
+
+  check_static.py dockerfile              Dockerfile + .dockerignore vs. what the build needs
+  check_static.py compose CONFIG.yml      docker-compose.yml (raw) and its resolved form
+                                          (`docker-compose config` output, or the raw file)
+  check_static.py nginx                   deploy/nginx.conf vs. docker-compose.yml
+  check_static.py manifests FILE [UID]    rendered Helm manifests: cross-references and the
+                                          drain/probe/security settings (UID: the image's USER)
+
+Run from the repository root. Prints one line per check; exits non-zero if any fails.
+"""
+
+import base64
+import os
+import re
+import sys
+
+import yaml
+
+FAILED = []
+
+
+def check(ok, what):
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+    if not ok:
+        FAILED.append(what)
+    return ok
+
+
+# --------------------------------------------------------------------------- helpers
+
+def duration_ms(v):
+    """Compose durations ("15s", "1m30s", "500ms") and plain numbers (ms) to milliseconds."""
+    if isinstance(v, (int, float)):
+        return int(v)
+    total, pos = 0, 0
+    for m in re.finditer(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", v):
+        n, unit = float(m.group(1)), m.group(2)
+        total += n * {"h": 3600000, "m": 60000, "s": 1000, "ms": 1, "us": 0.001}[unit]
+        pos = m.end()
+    if pos != len(v):
+        raise ValueError(f"not a duration: {v!r}")
+    return int(total)
+
+
+def env_map(env):
+    if isinstance(env, dict):
+        return {k: ("" if v is None else str(v)) for k, v in env.items()}
+    out = {}
+    for item in env or []:
+        k, _, v = item.partition("=")
+        out[k] = v
+    return out
+
+
+def dockerignore_patterns(path=".dockerignore"):
+    pats = []
+    for line in open(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        if neg:
+            line = line[1:].strip()
+        line = os.path.normpath(line.strip("/"))
+        pats.append((neg, pattern_regex(line)))
+    return pats
+
+
+def pattern_regex(pat):
+    """Docker's .dockerignore syntax (Go filepath.Match plus **) as a regular expression."""
+    out, i = "", 0
+    while i < len(pat):
+        c = pat[i]
+        if pat.startswith("**", i):
+            i += 2
+            if pat.startswith("/", i):
+                i += 1
+                out += "(?:.*/)?"
+            else:
+                out += ".*"
+            continue
+        if c == "*":
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            j = pat.index("]", i)
+            out += "[" + pat[i + 1:j].replace("!", "^", 1) + "]"
+            i = j
+        else:
+            out += re.escape(c)
+        i += 1
+    return re.compile("^" + out + "$")
+
+
+def ignored(rel, pats):
+    """Whether Docker leaves `rel` out of the build context: the last pattern that matches
+    the path or one of its parent directories decides."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    result = False
+    for neg, rx in pats:
+        if any(rx.match(p) for p in prefixes):
+            result = not neg
+    return result
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+def cmd_dockerfile():
+    text = open("Dockerfile").read()
+    # join continuation lines
+    logical = re.sub(r"\\\n", " ", text)
+    lines = [ln.strip() for ln in logical.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    froms = [ln for ln in lines if ln.upper().startswith("FROM ")]
+    check(len(froms) == 2, f"two stages (found {len(froms)} FROM lines)")
+    check(bool(froms) and re.match(r"FROM rust:1-bookworm AS builder$", froms[0], re.I),
+          "builder stage is rust:1-bookworm")
+    check(len(froms) > 1 and froms[-1].split()[1] == "debian:bookworm-slim",
+          "runtime stage is debian:bookworm-slim (same Debian release as the builder)")
+    builds = [ln for ln in lines if "cargo build" in ln]
+    check(len(builds) == 2 and all("--release" in b and "--locked" in b and "-p wsgate" in b for b in builds),
+          "dependency layer + real build, both `cargo build --release --locked -p wsgate`")
+    rt = logical.split(froms[-1], 1)[1] if froms else ""
+    check("ca-certificates" in rt, "runtime installs ca-certificates (rediss:// verifies against the system CA store)")
+    m = re.search(r"^USER\s+(\S+)", rt, re.M)
+    user = m.group(1) if m else ""
+    check(bool(re.match(r"^[1-9]\d*(:\d+)?$", user)), f"runtime USER is a numeric non-root uid ({user!r})")
+    check(re.search(r"^EXPOSE\s+8000\b", rt, re.M) is not None, "EXPOSE 8000")
+    check(re.search(r"^STOPSIGNAL\s+SIGTERM\b", rt, re.M) is not None, "STOPSIGNAL SIGTERM")
+    hc = re.search(r"^HEALTHCHECK .*CMD (.*)$", rt, re.M)
+    check(hc is not None and "/live" in hc.group(1), "HEALTHCHECK probes /live")
+    if hc and "curl" in hc.group(1):
+        check(re.search(r"apt-get install[^\n]*\bcurl\b", rt) is not None, "the HEALTHCHECK's curl is installed")
+    check(re.search(r"^ENV\s.*LOG_FORMAT=json", rt, re.M) is not None, "LOG_FORMAT=json by default")
+    check(re.search(r'^ENTRYPOINT\s+\["', rt, re.M) is not None,
+          "exec-form ENTRYPOINT (the binary is PID 1 and gets SIGTERM itself)")
+
+    # The build context: everything COPY'd from it must be there and not .dockerignored.
+    pats = dockerignore_patterns()
+    copies = []
+    for ln in lines:
+        if ln.upper().startswith("COPY ") and "--from=" not in ln:
+            args = ln.split()[1:]
+            copies.extend(a for a in args[:-1] if not a.startswith("--"))
+    for src in copies:
+        check(os.path.exists(src) and not ignored(os.path.normpath(src), pats),
+              f"COPY {src}: present and not excluded by .dockerignore")
+    copied_dirs = [os.path.normpath(c) for c in copies if os.path.isdir(c)]
+    # Files the Rust sources embed at compile time must be inside what is copied.
+    for dirpath, _, files in os.walk("src"):
+        for fn in files:
+            if not fn.endswith(".rs"):
+                continue
+            p = os.path.join(dirpath, fn)
+            for m in re.finditer(r'include_(?:str|bytes)!\(\s*"([^"]+)"', open(p).read()):
+                target = os.path.normpath(os.path.join(dirpath, m.group(1)))
+                inside = any(target == d or target.startswith(d + "/") for d in copied_dirs)
+                check(inside and os.path.exists(target) and not ignored(target, pats),
+                      f"{p} embeds {target}: copied into the builder and not .dockerignored")
+    for rel in ["target/release/wsgate", ".git/HEAD", "clients/js/node_modules/x/index.js",
+                "deploy/.tools/helm", "bench-results/x.json", "tests/auth.rs", ".env"]:
+        check(ignored(rel, pats), f".dockerignore keeps {rel} out of the build context")
+    return user
+
+
+# --------------------------------------------------------------------------- compose
+
+def cmd_compose(resolved_path):
+    raw = yaml.safe_load(open("docker-compose.yml"))
+    cfg = yaml.safe_load(open(resolved_path))
+    svcs = cfg.get("services", {})
+    gw = sorted(n for n, s in svcs.items() if isinstance(s.get("build"), (dict, str)))
+    check(gw == ["wsgate1", "wsgate2", "wsgate3"], f"three wsgate instances built from the Dockerfile ({gw})")
+    check("redis" in svcs and svcs["redis"].get("image") == "redis:7-alpine", "redis service uses redis:7-alpine")
+    rhc = " ".join(map(str, (svcs.get("redis", {}).get("healthcheck") or {}).get("test", [])))
+    check("redis-cli" in rhc and "ping" in rhc, f"redis healthcheck is `redis-cli ping` ({rhc!r})")
+
+    raw_env = env_map(raw["x-wsgate-env"]) if "x-wsgate-env" in raw else {}
+    check(re.fullmatch(r"\$\{JWT_SECRET:-[^}]+\}", raw_env.get("JWT_SECRET", "")) is not None,
+          "JWT_SECRET comes from the environment with a dev default (${JWT_SECRET:-...})")
+    ids, secrets, host_ports = set(), set(), []
+    for n in gw:
+        s = svcs[n]
+        b = s["build"] if isinstance(s["build"], dict) else {"context": s["build"]}
+        ctx = os.path.normpath(os.path.join(os.getcwd(), b.get("context", ".")))
+        check(ctx == os.getcwd() and b.get("dockerfile", "Dockerfile") in ("Dockerfile", os.path.join(ctx, "Dockerfile")),
+              f"{n}: builds ./Dockerfile with the repository as context")
+        env = env_map(s.get("environment"))
+        check(env.get("REDIS_URL") == "redis://redis:6379", f"{n}: REDIS_URL=redis://redis:6379")
+        ids.add(env.get("INSTANCE_ID"))
+        secrets.add(env.get("JWT_SECRET"))
+        check(bool(env.get("JWT_SECRET")), f"{n}: JWT_SECRET set")
+        dep = s.get("depends_on", {})
+        check(isinstance(dep, dict) and dep.get("redis", {}).get("condition") == "service_healthy",
+              f"{n}: depends_on redis (service_healthy)")
+        test = " ".join(map(str, (s.get("healthcheck") or {}).get("test", [])))
+        check("/live" in test, f"{n}: healthcheck probes /live")
+        drain = int(env.get("DRAIN_TIMEOUT_MS", "10000"))
+        grace = duration_ms(s.get("stop_grace_period", "10s"))
+        check(grace > drain, f"{n}: stop_grace_period {grace} ms > DRAIN_TIMEOUT_MS {drain} ms")
+        for p in s.get("ports", []):
+            if isinstance(p, dict):
+                host_ports.append((int(p.get("published")), int(p.get("target"))))
+            else:
+                parts = str(p).split(":")
+                host_ports.append((int(parts[-2]), int(parts[-1])))
+    check(len(ids) == 3 and None not in ids, f"distinct INSTANCE_IDs ({sorted(map(str, ids))})")
+    check(len(secrets) == 1, "one JWT_SECRET shared by the three instances")
+    check(sorted(host_ports) == [(8001, 8000), (8002, 8000), (8003, 8000)],
+          f"instances published on 8001-8003 ({sorted(host_ports)})")
+
+    lb = [n for n, s in svcs.items() if str(s.get("image", "")).startswith("nginx")]
+    check(len(lb) == 1, f"one nginx load balancer ({lb})")
+    if lb:
+        s = svcs[lb[0]]
+        ports = []
+        for p in s.get("ports", []):
+            if isinstance(p, dict):
+                ports.append((int(p.get("published")), int(p.get("target"))))
+            else:
+                parts = str(p).split(":")
+                ports.append((int(parts[-2]), int(parts[-1])))
+        check((8000, 8000) in ports, f"{lb[0]}: published on 8000 ({ports})")
+        vols = [v if isinstance(v, str) else f"{v.get('source')}:{v.get('target')}" for v in s.get("volumes", [])]
+        check(any("deploy/nginx.conf" in v and "/etc/nginx/nginx.conf" in v for v in vols),
+              f"{lb[0]}: mounts deploy/nginx.conf as /etc/nginx/nginx.conf")
+        dep = s.get("depends_on", {})
+        check(isinstance(dep, dict) and all(dep.get(n, {}).get("condition") == "service_healthy" for n in gw),
+              f"{lb[0]}: starts after the three instances are healthy")
+
+
+# --------------------------------------------------------------------------- nginx
+
+def cmd_nginx():
+    conf = open("deploy/nginx.conf").read()
+    body = "\n".join(re.sub(r"#.*", "", ln) for ln in conf.splitlines())
+
+    def has(rx, what):
+        return check(re.search(rx, body, re.M) is not None, what)
+
+    m = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", body)
+    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", m.group(2), re.M) if m else []
+    compose = yaml.safe_load(open("docker-compose.yml"))["services"]
+    check(sorted(h for h, _ in servers) == ["wsgate1", "wsgate2", "wsgate3"] and all(p == "8000" for _, p in servers),
+          f"upstream lists the three compose instances on :8000 ({servers})")
+    check(all(h in compose for h, _ in servers), "upstream host names are compose service names")
+    if m:
+        has(r"proxy_pass\s+http://" + m.group(1) + r"\s*;", f"proxy_pass http://{m.group(1)}")
+    has(r"^\s*listen\s+8000\s*;", "listens on 8000 (the lb container port)")
+    has(r"map\s+\$http_upgrade\s+\$connection_upgrade\s*\{", "map $http_upgrade $connection_upgrade")
+    has(r"proxy_http_version\s+1\.1\s*;", "proxy_http_version 1.1")
+    has(r"proxy_set_header\s+Upgrade\s+\$http_upgrade\s*;", "proxy_set_header Upgrade $http_upgrade")
+    has(r"proxy_set_header\s+Connection\s+\$connection_upgrade\s*;", "proxy_set_header Connection $connection_upgrade")
+    has(r"proxy_read_timeout\s+3600s\s*;", "proxy_read_timeout 3600s")
+    has(r"proxy_send_timeout\s+\d+[smh]?\s*;", "proxy_send_timeout set")
+    has(r"proxy_buffering\s+off\s*;", "proxy_buffering off")
+    has(r"proxy_set_header\s+X-Forwarded-For\s+\$proxy_add_x_forwarded_for\s*;", "X-Forwarded-For forwarded")
+    fmts = re.findall(r"log_format\s+\w+\s+((?:'[^']*'\s*)+);", body)
+    leaks = [v for v in ("$request ", "$request\"", "$request_uri", "$args", "$query_string", "$is_args")
+             if any(v in f for f in fmts)]
+    check(bool(fmts) and not leaks and re.search(r"access_log\s+\S+\s+\w+", body) is not None,
+          "access log format leaves out the query string (?token= never logged)")
+
+
+# --------------------------------------------------------------------------- manifests
+
+def cmd_manifests(manifest_path, expect_uid):
+    docs = [d for d in yaml.safe_load_all(open(manifest_path)) if d]
+    by = {}
+    for d in docs:
+        by.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    deps = by.get("Deployment", {})
+    gw = [d for d in deps.values() if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"]
+    if not check(len(gw) == 1, "one gateway Deployment"):
+        return
+    dep = gw[0]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    sel = dep["spec"]["selector"]["matchLabels"]
+    check(all(labels.get(k) == v for k, v in sel.items()), "Deployment selector matches its pod labels")
+
+    check(c["livenessProbe"]["httpGet"]["path"] == "/live", "liveness probe: GET /live")
+    check(c["readinessProbe"]["httpGet"]["path"] == "/ready", "readiness probe: GET /ready")
+    port_names = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    check(port_names.get("http") == 8000, "container port http = 8000")
+    for probe in ("livenessProbe", "readinessProbe"):
+        check(c[probe]["httpGet"]["port"] in port_names or c[probe]["httpGet"]["port"] in port_names.values(),
+              f"{probe} port exists on the container")
+
+    cms = by.get("ConfigMap", {})
+    secrets = by.get("Secret", {})
+    env_from_cm = {}
+    for ef in c.get("envFrom", []):
+        if "configMapRef" in ef:
+            name = ef["configMapRef"]["name"]
+            check(name in cms, f"envFrom ConfigMap {name} is rendered")
+            env_from_cm.update(cms.get(name, {}).get("data") or {})
+    env = {e["name"]: e for e in c.get("env", [])}
+    check(env.get("INSTANCE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
+          "INSTANCE_ID = pod name (downward API)")
+    for name, e in env.items():
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            ext = ref["name"] not in secrets
+            ok = ext or ref["key"] in (secrets[ref["name"]].get("data") or {})
+            check(ok, f"env {name}: Secret {ref['name']} key {ref['key']} "
+                      + ("(an existing Secret, not rendered)" if ext else "is rendered"))
+    check(("JWT_SECRET" in env) != ("JWT_PUBLIC_KEY_FILE" in env), "exactly one of JWT_SECRET / JWT_PUBLIC_KEY_FILE")
+    if "JWT_PUBLIC_KEY_FILE" in env:
+        path = env["JWT_PUBLIC_KEY_FILE"]["value"]
+        mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+        check(any(path.startswith(mp.rstrip("/") + "/") for mp in mounts), f"JWT_PUBLIC_KEY_FILE {path} is mounted")
+    for forbidden in ("REDIS_URL", "JWT_SECRET", "INSTANCE_ID"):
+        check(forbidden not in env_from_cm, f"{forbidden} not in the ConfigMap")
+
+    replicas = dep["spec"].get("replicas")
+    hpas = by.get("HorizontalPodAutoscaler", {})
+    if hpas:
+        h = list(hpas.values())[0]
+        check(replicas is None, "with an HPA the Deployment leaves replicas to it")
+        check(h["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"], "HPA targets the gateway Deployment")
+        check(h["spec"]["minReplicas"] >= 2, f"HPA minReplicas {h['spec']['minReplicas']} >= 2")
+        replicas = h["spec"]["maxReplicas"]
+    if (replicas or 1) > 1:
+        check("REDIS_URL" in env, f"{replicas} pods share Redis (REDIS_URL set)")
+
+    drain = int(env_from_cm.get("DRAIN_TIMEOUT_MS", "10000"))
+    pre = c.get("lifecycle", {}).get("preStop", {})
+    if "exec" in pre:
+        cmd = pre["exec"]["command"]
+        check(cmd[0] == "/bin/sleep" and len(cmd) == 2, f"preStop runs /bin/sleep ({cmd})")
+        sleep_s = int(cmd[1])
+    else:
+        sleep_s = int(pre.get("sleep", {}).get("seconds", 0))
+    check(sleep_s > 0, f"preStop sleeps {sleep_s} s before SIGTERM")
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    check(grace * 1000 > sleep_s * 1000 + drain,
+          f"terminationGracePeriodSeconds {grace} s > preStop {sleep_s} s + DRAIN_TIMEOUT_MS {drain} ms")
+
+    psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+    check(psc.get("runAsNonRoot") is True or csc.get("runAsNonRoot") is True, "runAsNonRoot")
+    check(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+    check(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
+    check(csc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities drop ALL")
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    if expect_uid:
+        check(str(uid) == expect_uid.split(":")[0], f"runAsUser {uid} = the image's USER {expect_uid}")
+    check(bool(c.get("resources", {}).get("requests")), "resource requests set")
+
+    svcs = by.get("Service", {})
+    gsvc = [s for s in svcs.values() if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
+    check(len(gsvc) == 1, "one Service selects the gateway pods")
+    svc_ports = {p["name"]: p for p in gsvc[0]["spec"]["ports"]} if gsvc else {}
+    check(all(p["targetPort"] in port_names or p["targetPort"] in port_names.values() for p in svc_ports.values()),
+          "Service targetPorts exist on the container")
+    for pdb in by.get("PodDisruptionBudget", {}).values():
+        check(pdb["spec"]["selector"]["matchLabels"] == sel, "PodDisruptionBudget selects the gateway pods")
+    for ing in by.get("Ingress", {}).values():
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                be = path["backend"]["service"]
+                check(gsvc and be["name"] == gsvc[0]["metadata"]["name"] and be["port"].get("name") in svc_ports,
+                      f"Ingress {rule.get('host')}{path['path']} -> the gateway Service port {be['port']}")
+        ann = ing["metadata"].get("annotations", {})
+        if ing["spec"].get("ingressClassName") == "nginx":
+            for k in ("proxy-read-timeout", "proxy-send-timeout"):
+                v = ann.get(f"nginx.ingress.kubernetes.io/{k}")
+                check(v is not None and int(v) >= 3600, f"Ingress annotation {k} = {v}")
+    for sm in by.get("ServiceMonitor", {}).values():
+        ml = sm["spec"]["selector"]["matchLabels"]
+        targets = [s for s in svcs.values() if all(s["metadata"].get("labels", {}).get(k) == v for k, v in ml.items())]
+        check(len(targets) == 1 and targets[0] is (gsvc[0] if gsvc else None),
+              "ServiceMonitor selects exactly the gateway Service")
+        for ep in sm["spec"]["endpoints"]:
+            check(ep.get("port") in svc_ports and ep.get("path") == "/metrics",
+                  f"ServiceMonitor scrapes {ep.get('port')}{ep.get('path')}")
+    redis_deps = [d for d in deps.values() if d is not dep]
+    for rd in redis_deps:
+        rc = rd["spec"]["template"]["spec"]["containers"][0]
+        check(rc["image"].startswith("redis:7"), f"bundled Redis image {rc['image']}")
+        rsvc = [s for s in svcs.values() if s["spec"]["selector"] == rd["spec"]["selector"]["matchLabels"]]
+        check(len(rsvc) == 1, "bundled Redis has its Service")
+        if rsvc and "REDIS_URL" in env:
+            ref = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
+            url = base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
+            check(f"@{rsvc[0]['metadata']['name']}:6379" in url or f"//{rsvc[0]['metadata']['name']}:6379" in url,
+                  f"REDIS_URL points at the bundled Redis Service ({re.sub(r':[^:@/]*@', ':***@', url)})")
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "dockerfile":
+        user = cmd_dockerfile()
+        if len(sys.argv) > 2:
+            open(sys.argv[2], "w").write(user)
+    elif cmd == "compose":
+        cmd_compose(sys.argv[2])
+    elif cmd == "nginx":
+        cmd_nginx()
+    elif cmd == "manifests":
+        cmd_manifests(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
+    else:
+        sys.exit(f"unknown command {cmd}")
+    if FAILED:
+        print(f"  {len(FAILED)} check(s) failed")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

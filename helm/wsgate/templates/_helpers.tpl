@@ -1,0 +1,204 @@
+{{/*
+Chart name, truncated to the 63 characters of a DNS label.
+*/}}
+{{- define "wsgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name. Truncated to 57 characters so that "-redis" still fits in 63.
+*/}}
+{{- define "wsgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 57 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 57 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 57 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "wsgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "wsgate.labels" -}}
+helm.sh/chart: {{ include "wsgate.chart" . }}
+{{ include "wsgate.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels of the gateway pods.
+*/}}
+{{- define "wsgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wsgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{/*
+Bundled Redis: name and selector labels.
+*/}}
+{{- define "wsgate.redis.fullname" -}}
+{{- printf "%s-redis" (include "wsgate.fullname" .) }}
+{{- end }}
+
+{{- define "wsgate.redis.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wsgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "wsgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "wsgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway image reference: repository@digest, or repository:tag (tag defaults to appVersion).
+*/}}
+{{- define "wsgate.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Name of the Secret holding the JWT key: auth.existingSecret, else the chart's Secret.
+*/}}
+{{- define "wsgate.authSecretName" -}}
+{{- default (include "wsgate.fullname" .) .Values.auth.existingSecret }}
+{{- end }}
+
+{{/*
+The key in that Secret for the chosen auth mode.
+*/}}
+{{- define "wsgate.authSecretKey" -}}
+{{- if eq .Values.auth.mode "publicKey" }}
+{{- .Values.auth.existingSecretKeys.jwtPublicKey }}
+{{- else }}
+{{- .Values.auth.existingSecretKeys.jwtSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the gateway gets a REDIS_URL at all: "true" or "".
+*/}}
+{{- define "wsgate.redisConfigured" -}}
+{{- if or .Values.redis.enabled .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/*
+Name and key of the Secret that holds REDIS_URL: redis.existingSecret, else the chart's
+Secret (which holds the URL of the bundled Redis or redis.url).
+*/}}
+{{- define "wsgate.redisSecretName" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.existingSecret }}
+{{- .Values.redis.existingSecret }}
+{{- else }}
+{{- include "wsgate.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{- define "wsgate.redisSecretKey" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.existingSecret }}
+{{- .Values.redis.existingSecretKey }}
+{{- else -}}
+redis-url
+{{- end }}
+{{- end }}
+
+{{/*
+REDIS_URL for the chart's own Secret: the bundled Redis's Service, or redis.url.
+*/}}
+{{- define "wsgate.redisUrl" -}}
+{{- if .Values.redis.enabled }}
+{{- if .Values.redis.password }}
+{{- printf "redis://:%s@%s:6379" (.Values.redis.password | urlquery) (include "wsgate.redis.fullname" .) }}
+{{- else }}
+{{- printf "redis://%s:6379" (include "wsgate.redis.fullname" .) }}
+{{- end }}
+{{- else }}
+{{- .Values.redis.url }}
+{{- end }}
+{{- end }}
+
+{{/*
+The HS256 secret the chart stores: auth.jwtSecret, else the one already in the cluster
+(so upgrades keep it), else a new random one.
+*/}}
+{{- define "wsgate.jwtSecretValue" -}}
+{{- if .Values.auth.jwtSecret }}
+{{- .Values.auth.jwtSecret }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "wsgate.fullname" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data .Values.auth.existingSecretKeys.jwtSecret) }}
+{{- index $existing.data .Values.auth.existingSecretKeys.jwtSecret | b64dec }}
+{{- else }}
+{{- randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks of the values that would otherwise deploy something broken. Included by the
+Deployment, so `helm template`/`helm install` fail with a message instead.
+*/}}
+{{- define "wsgate.validate" -}}
+{{- if not (has .Values.auth.mode (list "secret" "publicKey")) }}
+{{- fail (printf "auth.mode must be \"secret\" or \"publicKey\", got %q" .Values.auth.mode) }}
+{{- end }}
+{{- if and (eq .Values.auth.mode "publicKey") (not .Values.auth.existingSecret) (not .Values.auth.jwtPublicKey) }}
+{{- fail "auth.mode=publicKey needs auth.jwtPublicKey (a PEM) or auth.existingSecret" }}
+{{- end }}
+{{- if not (has .Values.lifecycle.preStopMode (list "exec" "sleepAction")) }}
+{{- fail (printf "lifecycle.preStopMode must be \"exec\" or \"sleepAction\", got %q" .Values.lifecycle.preStopMode) }}
+{{- end }}
+{{- if and (eq .Values.lifecycle.preStopMode "sleepAction") (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "lifecycle.preStopMode=sleepAction needs Kubernetes 1.30 or later (PodLifecycleSleepAction), this is %s: use preStopMode=exec" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- range $k := list "REDIS_URL" "JWT_SECRET" "JWT_PUBLIC_KEY_FILE" "INSTANCE_ID" }}
+{{- if hasKey $.Values.config $k }}
+{{- fail (printf "config.%s is set by the chart: use the redis/auth values (and leave INSTANCE_ID to the pod name)" $k) }}
+{{- end }}
+{{- end }}
+{{- $replicas := int .Values.replicaCount }}
+{{- if .Values.autoscaling.enabled }}
+{{- $replicas = int .Values.autoscaling.maxReplicas }}
+{{- if lt (int .Values.autoscaling.minReplicas) 2 }}
+{{- fail "autoscaling.minReplicas must be at least 2 (one pod draining must not leave the gateway without a ready pod)" }}
+{{- end }}
+{{- end }}
+{{- if and (gt $replicas 1) (not (include "wsgate.redisConfigured" .)) }}
+{{- fail "more than one gateway pod needs Redis: set redis.enabled=true, redis.url or redis.existingSecret (or replicaCount=1)" }}
+{{- end }}
+{{- $drainMs := int (default 10000 .Values.config.DRAIN_TIMEOUT_MS) }}
+{{- $needMs := add (mul (int .Values.lifecycle.preStopSleepSeconds) 1000) $drainMs }}
+{{- if le (mul (int .Values.terminationGracePeriodSeconds) 1000) $needMs }}
+{{- fail (printf "terminationGracePeriodSeconds (%d s) must exceed lifecycle.preStopSleepSeconds + DRAIN_TIMEOUT_MS (%d ms)" (int .Values.terminationGracePeriodSeconds) $needMs) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the bundled Redis's objects.
+*/}}
+{{- define "wsgate.redis.labels" -}}
+helm.sh/chart: {{ include "wsgate.chart" . }}
+{{ include "wsgate.redis.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
