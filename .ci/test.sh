@@ -18,3 +18,5 @@ cargo test --workspace --all-targets
 
 # Clients against the real gateway (target/debug/wsgate, built by cargo test above).
 bash clients/python/test.sh -q
+# Deployment files: Dockerfile, Compose, nginx, Helm (needs the binary built above).
+bash deploy/test.sh
