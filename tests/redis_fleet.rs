@@ -1,21 +1,31 @@
 //! Many instances, one audience: real gateways sharing a real Redis.
 
-mod harness;
+mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use harness::{wait_stats, Gateway, Redis};
+use futures_util::future::join_all;
 use serde_json::json;
+use support::*;
 
 const HB: &str = "200"; // heartbeat period for these tests, ms
 
-fn gateways(redis_url: &str, n: usize) -> Vec<Gateway> {
-    (0..n)
-        .map(|i| {
-            let id = format!("gw{i}");
-            Gateway::start(&[("REDIS_URL", redis_url), ("INSTANCE_ID", &id), ("HEARTBEAT_INTERVAL_MS", HB)])
-        })
-        .collect()
+/// `n` instances of one fleet: one shared `JWT_SECRET`, instance ids `gw0`.., a fast heartbeat,
+/// plus `env` (at least `REDIS_URL`).
+async fn fleet(n: usize, env: &[(&str, &str)]) -> Vec<Gateway> {
+    let secret = random_hex();
+    let ids: Vec<String> = (0..n).map(|i| format!("gw{i}")).collect();
+    join_all(ids.iter().map(|id| {
+        let mut all =
+            vec![("JWT_SECRET", secret.as_str()), ("INSTANCE_ID", id.as_str()), ("HEARTBEAT_INTERVAL_MS", HB)];
+        all.extend_from_slice(env);
+        async move { Gateway::start(&all).await }
+    }))
+    .await
+}
+
+async fn gateways(redis_url: &str, n: usize) -> Vec<Gateway> {
+    fleet(n, &[("REDIS_URL", redis_url)]).await
 }
 
 async fn all_connected(gws: &[Gateway]) {
@@ -24,234 +34,227 @@ async fn all_connected(gws: &[Gateway]) {
     }
 }
 
+/// An event of type `kind` published on `from` reaches a user connected to `to`.
+async fn crosses(from: &Gateway, to: &Gateway, kind: &str) {
+    let mut client = connect_user(to, "crossing").await;
+    publish_ok(from, &publish_token(&from.secret), json!({"type": kind})).await;
+    client.expect_event(kind).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_three_instances_exactly_once() {
-    let redis = Redis::start();
-    let gws = gateways(&redis.url(), 3);
+    let redis = RedisServer::start().await;
+    let gws = gateways(&redis.url(), 3).await;
     all_connected(&gws).await;
     let mut alices = Vec::new();
     let mut bobs = Vec::new();
     for g in &gws {
-        alices.push(g.connect("alice").await);
-        bobs.push(g.connect("bob").await);
+        alices.push(connect_user(g, "alice").await);
+        bobs.push(connect_user(g, "bob").await);
     }
-    // A broadcast from gw0, a targeted event from gw1, then a broadcast marker from gw2.
-    gws[0].publish(json!({"type": "everyone"})).await;
-    gws[1].publish(json!({"type": "alice-only", "users": ["alice"]})).await;
-    gws[1].publish(json!({"type": "marker"})).await;
+    // One publish token for the whole fleet (the instances share their secret).
+    let token = publish_token(&gws[0].secret);
+    // A broadcast from gw0, then a targeted event and a broadcast marker from gw1.
+    publish_ok(&gws[0], &token, json!({"type": "everyone"})).await;
+    // Each instance delivers its own events at once and others' when its subscriber hands them
+    // over, so events from two instances have no order unless one causally follows the other:
+    // gw1 publishes only once the broadcast has reached every client (as its first event).
+    for c in alices.iter_mut().chain(bobs.iter_mut()) {
+        c.expect_event("everyone").await;
+    }
+    publish_ok(&gws[1], &token, json!({"type": "alice-only", "users": ["alice"]})).await;
+    publish_ok(&gws[1], &token, json!({"type": "marker"})).await;
     for a in &mut alices {
-        assert_eq!(a.types_until("marker").await, ["everyone", "alice-only", "marker"]);
+        assert_eq!(a.types_until("marker").await, ["alice-only", "marker"]);
     }
     for b in &mut bobs {
-        assert_eq!(b.types_until("marker").await, ["everyone", "marker"]);
+        assert_eq!(b.types_until("marker").await, ["marker"]);
     }
     // Nothing arrives twice.
     for c in alices.iter_mut().chain(bobs.iter_mut()) {
-        assert!(c.next_within(Duration::from_millis(300)).await.is_none());
+        c.expect_quiet(Duration::from_millis(300)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_sum_the_fleet_and_a_killed_instance_drops_out() {
-    let redis = Redis::start();
-    let mut gws = gateways(&redis.url(), 3);
+    let redis = RedisServer::start().await;
+    let mut gws = gateways(&redis.url(), 3).await;
     all_connected(&gws).await;
-    let _c = [gws[0].connect("a").await, gws[1].connect("b").await, gws[1].connect("c").await];
-    let _d = [gws[2].connect("d").await, gws[2].connect("d").await, gws[2].connect("e").await];
+    let _c = [connect_user(&gws[0], "a").await, connect_user(&gws[1], "b").await, connect_user(&gws[1], "c").await];
+    let _d = [connect_user(&gws[2], "d").await, connect_user(&gws[2], "d").await, connect_user(&gws[2], "e").await];
     for g in &gws {
-        let s =
-            wait_stats(g, "6 connections on 3 instances", |s| s["total_connections"] == 6 && s["total_instances"] == 3)
-                .await;
-        assert_eq!(s["redis_enabled"], true);
+        let s = g
+            .wait_stats("6 connections on 3 instances", |s| s["total_connections"] == 6 && s["total_instances"] == 3)
+            .await;
+        assert_eq!(s["redis_enabled"], true, "{s}");
     }
-    assert_eq!(gws[2].get("/ws/stats").await["local_connections"], 3);
-    assert_eq!(gws[2].get("/ws/stats").await["local_users"], 2);
+    let (status, local) = gws[2].get_json("/ws/stats").await;
+    assert_eq!(status, 200, "{local}");
+    assert_eq!(local["local_connections"], 3, "{local}");
+    assert_eq!(local["local_users"], 2, "{local}");
     // The heartbeat key of the contract holds the counts as JSON.
-    let hb: serde_json::Value = serde_json::from_str(&redis.cli(&["GET", "websocket:instance:gw2"])).unwrap();
-    assert_eq!(hb["connections"], 3);
+    let hb: serde_json::Value = serde_json::from_str(&redis.cli(&["GET", "websocket:instance:gw2"]).await).unwrap();
+    assert_eq!(hb["connections"], 3, "{hb}");
 
-    let killed_at = std::time::Instant::now();
-    gws[2].sigkill();
-    let s = wait_stats(&gws[0], "the killed instance gone", |s| s["total_instances"] == 2).await;
-    assert_eq!(s["total_connections"], 3);
+    let killed_at = Instant::now();
+    gws[2].sigkill().await;
+    let s = gws[0].wait_stats("the killed instance gone", |s| s["total_instances"] == 2).await;
+    assert_eq!(s["total_connections"], 3, "{s}");
     // Within 3 heartbeat periods (plus the stats cache and the poll).
     assert!(killed_at.elapsed() < Duration::from_millis(3 * 200 + 500), "{:?}", killed_at.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_removes_the_heartbeat_at_once() {
-    let redis = Redis::start();
-    let mut gws = gateways(&redis.url(), 2);
+    let redis = RedisServer::start().await;
+    let mut gws = gateways(&redis.url(), 2).await;
     all_connected(&gws).await;
-    wait_stats(&gws[0], "2 instances", |s| s["total_instances"] == 2).await;
-    assert!(redis.cli(&["EXISTS", "websocket:instance:gw1"]).ends_with('1'));
+    gws[0].wait_stats("2 instances", |s| s["total_instances"] == 2).await;
+    assert_eq!(redis.cli(&["EXISTS", "websocket:instance:gw1"]).await, "1");
     gws[1].sigterm();
-    assert!(gws[1].wait_exit(harness::WAIT).expect("exit").success());
-    assert!(redis.cli(&["EXISTS", "websocket:instance:gw1"]).ends_with('0'), "heartbeat key left behind");
-    assert_eq!(redis.cli(&["HEXISTS", "websocket:instances", "gw1"]), "0");
+    assert!(gws[1].wait_exit(STEP).await.expect("exit after SIGTERM").success());
+    assert_eq!(redis.cli(&["EXISTS", "websocket:instance:gw1"]).await, "0", "heartbeat key left behind");
+    assert_eq!(redis.cli(&["HEXISTS", "websocket:instances", "gw1"]).await, "0");
     // And out of the totals.
-    let s = wait_stats(&gws[0], "1 instance", |s| s["total_instances"] == 1).await;
-    assert_eq!(s["total_connections"], 0);
+    let s = gws[0].wait_stats("1 instance", |s| s["total_instances"] == 1).await;
+    assert_eq!(s["total_connections"], 0, "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
-    let mut redis = Redis::start();
-    let gws = gateways(&redis.url(), 2);
+    let mut redis = RedisServer::start().await;
+    let gws = gateways(&redis.url(), 2).await;
     all_connected(&gws).await;
-    let mut a = gws[0].connect("a").await;
-    let mut b = gws[1].connect("b").await;
+    let token = publish_token(&gws[0].secret);
+    let mut a = connect_user(&gws[0], "a").await;
+    let mut b = connect_user(&gws[1], "b").await;
 
     redis.kill();
     gws[0].wait_redis_state("disconnected").await;
     gws[0].wait_log("Redis connection lost, delivering locally").await;
     // Local delivery goes on during the outage; the other instance cannot get it.
-    gws[0].publish(json!({"type": "during-outage"})).await;
-    assert_eq!(a.next().await.unwrap()["type"], "during-outage");
-    assert!(b.next_within(Duration::from_millis(300)).await.is_none());
-    let h = gws[0].get("/health").await;
-    assert_eq!((h["mode"].as_str(), h["redis"]["state"].as_str()), (Some("redis"), Some("disconnected")));
+    publish_ok(&gws[0], &token, json!({"type": "during-outage"})).await;
+    a.expect_event("during-outage").await;
+    b.expect_quiet(Duration::from_millis(300)).await;
+    let (_, h) = gws[0].get_json("/health").await;
+    assert_eq!((h["mode"].as_str(), h["redis"]["state"].as_str()), (Some("redis"), Some("disconnected")), "{h}");
 
-    redis.restart();
+    redis.restart().await;
     all_connected(&gws).await;
     gws[1].wait_log("Redis reconnected, cross-instance delivery resumed").await;
     // Cross-instance delivery is back, in both directions, with no restart.
-    gws[0].publish(json!({"type": "after-0"})).await;
-    gws[1].publish(json!({"type": "after-1"})).await;
+    publish_ok(&gws[0], &token, json!({"type": "after-0"})).await;
+    publish_ok(&gws[1], &token, json!({"type": "after-1"})).await;
     assert_eq!(a.types_until("after-1").await, ["after-0", "after-1"]);
     assert_eq!(b.types_until("after-1").await, ["after-0", "after-1"]);
-    let m = reqwest::get(format!("http://{}/metrics", gws[0].addr)).await.unwrap().text().await.unwrap();
-    let failures = m.lines().find(|l| l.starts_with("wsgate_redis_publish_failures_total")).unwrap();
-    assert!(failures.ends_with(" 1"), "{failures}");
+    assert_eq!(gws[0].metric("wsgate_redis_publish_failures_total").await, 1.0);
     // Every transition is logged once.
     assert_eq!(gws[0].logs().matches("Redis connection lost").count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_started_before_redis_join_when_it_appears() {
-    let port = harness::free_port();
+    let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let gws = gateways(&url, 2);
+    let gws = gateways(&url, 2).await;
     for g in &gws {
-        assert_eq!(g.get("/health").await["redis"]["state"], "connecting");
+        let (_, h) = g.get_json("/health").await;
+        assert_eq!(h["redis"]["state"], "connecting", "{h}");
     }
     // Serving local clients meanwhile.
-    let mut a = gws[0].connect("a").await;
-    gws[0].publish(json!({"type": "local"})).await;
-    assert_eq!(a.next().await.unwrap()["type"], "local");
+    let token = publish_token(&gws[0].secret);
+    let mut a = connect_user(&gws[0], "a").await;
+    publish_ok(&gws[0], &token, json!({"type": "local"})).await;
+    a.expect_event("local").await;
     gws[0].wait_log("Redis unreachable at start-up").await;
 
-    let _redis = Redis::start_with(port, &[]);
+    let _redis = RedisServer::start_with(port, &[]).await;
     all_connected(&gws).await;
     gws[0].wait_log("Redis pub/sub initialized").await;
-    let mut b = gws[1].connect("b").await;
-    gws[0].publish(json!({"type": "shared"})).await;
-    assert_eq!(b.next().await.unwrap()["type"], "shared");
-    assert_eq!(a.next().await.unwrap()["type"], "shared");
+    let mut b = connect_user(&gws[1], "b").await;
+    publish_ok(&gws[0], &token, json!({"type": "shared"})).await;
+    b.expect_event("shared").await;
+    a.expect_event("shared").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_user_and_password() {
-    let redis = Redis::start_with(
-        harness::free_port(),
-        &["--user", "default", "off", "--user", "wsgate", "on", ">s3cret", "~websocket:*", "&websocket:*", "+@all"],
-    );
+    let acl =
+        ["--user", "default", "off", "--user", "wsgate", "on", ">s3cret", "~websocket:*", "&websocket:*", "+@all"];
+    let redis = RedisServer::start_with(free_port(), &acl).await;
     // Wrong password: the gateway still starts and serves locally, and never shows the password.
-    let bad = Gateway::start(&[("REDIS_URL", &format!("redis://wsgate:nope@127.0.0.1:{}", redis.port))]);
+    let bad = Gateway::start(&[("REDIS_URL", &format!("redis://wsgate:nope@127.0.0.1:{}", redis.port))]).await;
     let good_url = format!("redis://wsgate:s3cret@127.0.0.1:{}", redis.port);
-    let gws = [
-        Gateway::start(&[("REDIS_URL", &good_url), ("HEARTBEAT_INTERVAL_MS", HB)]),
-        Gateway::start(&[("REDIS_URL", &good_url), ("HEARTBEAT_INTERVAL_MS", HB)]),
-    ];
+    let gws = gateways(&good_url, 2).await;
     all_connected(&gws).await;
-    let mut b = gws[1].connect("b").await;
-    gws[0].publish(json!({"type": "with-acl"})).await;
-    assert_eq!(b.next().await.unwrap()["type"], "with-acl");
+    crosses(&gws[0], &gws[1], "with-acl").await;
     assert!(gws[0].logs().contains("redis://wsgate:***@127.0.0.1"), "{}", gws[0].logs());
-    assert!(!gws[0].logs().contains("s3cret"));
-    assert_eq!(bad.get("/health").await["redis"]["state"], "connecting");
+    assert!(!gws[0].logs().contains("s3cret"), "{}", gws[0].logs());
+    let (_, h) = bad.get_json("/health").await;
+    assert_eq!(h["redis"]["state"], "connecting", "{h}");
+    assert!(!bad.logs().contains("nope"), "{}", bad.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requirepass() {
-    let redis = Redis::start_with(harness::free_port(), &["--requirepass", "pw"]);
+    let redis = RedisServer::start_with(free_port(), &["--requirepass", "pw"]).await;
     let url = format!("redis://:pw@127.0.0.1:{}", redis.port);
-    let gws = gateways(&url, 2);
+    let gws = gateways(&url, 2).await;
     all_connected(&gws).await;
-    let mut a = gws[0].connect("a").await;
-    gws[1].publish(json!({"type": "pw"})).await;
-    assert_eq!(a.next().await.unwrap()["type"], "pw");
+    crosses(&gws[1], &gws[0], "pw").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_of_three_masters() {
-    let nodes: Vec<Redis> = (0..3)
-        .map(|_| {
-            let port = harness::free_port();
-            let conf = format!("nodes-{port}.conf");
-            Redis::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf])
-        })
-        .collect();
-    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-    let out = std::process::Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    // Wait for the cluster to agree on its slots.
-    let deadline = std::time::Instant::now() + harness::WAIT;
-    while !nodes[0].cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
-        assert!(std::time::Instant::now() < deadline, "cluster never became ok");
-        std::thread::sleep(Duration::from_millis(100));
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let port = free_port();
+        let conf = format!("nodes-{port}.conf");
+        nodes.push(RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await);
     }
+    let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let mut create = vec!["--cluster", "create"];
+    create.extend(addrs.iter().map(String::as_str));
+    create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    nodes[0].cli(&create).await;
+    // Wait for the cluster to agree on its slots.
+    wait_until("cluster_state:ok", STEP, || async {
+        nodes[0].cli(&["CLUSTER", "INFO"]).await.contains("cluster_state:ok")
+    })
+    .await;
     let url = format!("redis-cluster://{}?node={}&node={}", addrs[0], addrs[1], addrs[2]);
-    let gws = gateways(&url, 3);
+    let gws = gateways(&url, 3).await;
     all_connected(&gws).await;
     let mut clients = Vec::new();
     for g in &gws {
-        clients.push(g.connect("u").await);
+        clients.push(connect_user(g, "u").await);
     }
-    gws[2].publish(json!({"type": "clustered"})).await;
+    publish_ok(&gws[2], &publish_token(&gws[2].secret), json!({"type": "clustered"})).await;
     for c in &mut clients {
-        assert_eq!(c.next().await.unwrap()["type"], "clustered");
-        assert!(c.next_within(Duration::from_millis(200)).await.is_none());
+        c.expect_event("clustered").await;
+        c.expect_quiet(Duration::from_millis(200)).await;
     }
-    wait_stats(&gws[0], "3 instances in the cluster", |s| s["total_instances"] == 3 && s["total_connections"] == 3)
-        .await;
+    gws[0].wait_stats("3 instances in the cluster", |s| s["total_instances"] == 3 && s["total_connections"] == 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_over_tls() {
-    let dir = std::env::temp_dir().join(format!("wsgate-tls-{}", std::process::id()));
-    let (ca, cert, key) = harness::make_tls_files(&dir);
-    let tls_port = harness::free_port();
-    let redis = Redis::start_with(
-        harness::free_port(),
-        &[
-            "--tls-port",
-            &tls_port.to_string(),
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
-            "--tls-ca-cert-file",
-            ca.to_str().unwrap(),
-            "--tls-auth-clients",
-            "no",
-        ],
-    );
+    let dir = TempDir::new("tls");
+    let tls = make_tls_files(dir.path()).await;
+    let tls_port = free_port().to_string();
+    let (ca, cert, key) = (tls.ca.to_str().unwrap(), tls.cert.to_str().unwrap(), tls.key.to_str().unwrap());
+    let tls_args = [
+        ["--tls-port", &tls_port],
+        ["--tls-cert-file", cert],
+        ["--tls-key-file", key],
+        ["--tls-ca-cert-file", ca],
+        ["--tls-auth-clients", "no"],
+    ];
+    let _redis = RedisServer::start_with(free_port(), tls_args.as_flattened()).await;
     let url = format!("rediss://127.0.0.1:{tls_port}");
     // The system CA store is read through SSL_CERT_FILE: point it at the test CA.
-    let ca_path = ca.to_str().unwrap().to_string();
-    let gws: Vec<Gateway> = (0..2)
-        .map(|_| Gateway::start(&[("REDIS_URL", &url), ("SSL_CERT_FILE", &ca_path), ("HEARTBEAT_INTERVAL_MS", HB)]))
-        .collect();
+    let gws = fleet(2, &[("REDIS_URL", &url), ("SSL_CERT_FILE", ca)]).await;
     all_connected(&gws).await;
-    let mut a = gws[1].connect("a").await;
-    gws[0].publish(json!({"type": "over-tls"})).await;
-    assert_eq!(a.next().await.unwrap()["type"], "over-tls");
-    drop(redis);
-    let _ = std::fs::remove_dir_all(dir);
+    crosses(&gws[0], &gws[1], "over-tls").await;
 }

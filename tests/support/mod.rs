@@ -1,6 +1,7 @@
 //! Helpers shared by every integration test: start the real `wsgate` binary on port 0, mint
 //! tokens, connect WebSocket clients (a real one and a raw socket that never reads), publish,
-//! read metrics, and start a throwaway `redis-server`.
+//! read metrics, and start throwaway `redis-server`s (plain, with a password or ACL users, as a
+//! Cluster node, or with TLS).
 //!
 //! Every wait here is bounded: a test that hangs tells nobody anything, a test that fails with
 //! "timed out waiting for X" does.
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +74,36 @@ pub fn now_secs() -> u64 {
 /// A random hex string (std's hasher keys are random per process and per `RandomState`).
 pub fn random_hex() -> String {
     format!("{:016x}{:016x}", RandomState::new().hash_one(1u8), RandomState::new().hash_one(2u8))
+}
+
+/// A free loopback port (never 6379, the default Redis port).
+pub fn free_port() -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
+    assert_ne!(port, 6379, "never touch the default Redis port");
+    port
+}
+
+/// A fresh directory under the system temp dir, removed with its contents on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("wsgate-{label}-{}-{}", std::process::id(), random_hex()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,6 +183,15 @@ impl Drop for Process {
     }
 }
 
+/// Runs `cmd` to its end (within [`STEP`]), insists on exit status 0, and returns its stdout.
+pub async fn run_ok(cmd: Command) -> String {
+    let what = format!("{cmd:?}");
+    let mut p = Process::spawn(cmd);
+    let status = p.wait_exit(STEP).await.unwrap_or_else(|| panic!("{what} still running after {STEP:?}"));
+    assert!(status.success(), "{what} failed ({status}); stdout:\n{}stderr:\n{}", p.stdout(), p.stderr());
+    p.stdout()
+}
+
 fn collect(mut pipe: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let sink = buf.clone();
@@ -197,13 +238,17 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway on 127.0.0.1:0 with a fresh random `JWT_SECRET`; `env` adds to or
-    /// overrides those defaults.
+    /// overrides those defaults. A non-empty `JWT_SECRET` in `env` becomes [`Gateway::secret`]
+    /// (so the instances of one fleet can share theirs).
     pub async fn start(env: &[(&str, &str)]) -> Gateway {
         Gateway::start_with_args(&[], env).await
     }
 
     pub async fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let secret = random_hex();
+        let secret = match env.iter().rev().find(|(k, _)| *k == "JWT_SECRET") {
+            Some((_, v)) if !v.is_empty() => v.to_string(),
+            _ => random_hex(),
+        };
         let mut all = vec![
             ("LISTEN_ADDR", "127.0.0.1:0"),
             ("JWT_SECRET", secret.as_str()),
@@ -257,6 +302,13 @@ impl Gateway {
         self.proc.signal(libc::SIGTERM);
     }
 
+    /// Kills the gateway with SIGKILL (no clean-up of any kind) and reaps it.
+    pub async fn sigkill(&mut self) {
+        self.proc.signal(libc::SIGKILL);
+        let status = self.wait_exit(STEP).await;
+        assert!(status.is_some(), "wsgate {} still running after SIGKILL", self.pid);
+    }
+
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         self.proc.wait_exit(timeout).await
     }
@@ -300,6 +352,25 @@ impl Gateway {
     /// Waits until `series` equals `value`.
     pub async fn wait_metric(&self, series: &str, value: f64) {
         wait_until(&format!("{series} == {value}"), STEP, || async { self.metric(series).await == value }).await;
+    }
+
+    /// Waits until `/health` reports the Redis state `want` (`connecting`, `connected`, ...).
+    pub async fn wait_redis_state(&self, want: &str) {
+        let what = format!("{} /health to report Redis state {want:?}", self.addr);
+        wait_until(&what, STEP, || async { self.get_json("/health").await.1["redis"]["state"] == want }).await;
+    }
+
+    /// Polls `/ws/stats` until `pred` holds; returns the stats that satisfied it.
+    pub async fn wait_stats(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let found = Mutex::new(Value::Null);
+        wait_until(&format!("{} /ws/stats to show {what}", self.addr), STEP, || async {
+            let (status, stats) = self.get_json("/ws/stats").await;
+            let ok = status == 200 && pred(&stats);
+            *found.lock().unwrap() = stats;
+            ok
+        })
+        .await;
+        found.into_inner().unwrap()
     }
 }
 
@@ -479,6 +550,18 @@ impl WsClient {
     pub async fn assert_alive(&mut self) {
         self.send_json(&json!({"type": "ping"})).await;
         self.expect_event("pong").await;
+    }
+
+    /// Reads events up to and including the first of type `marker`; returns their types in
+    /// arrival order.
+    pub async fn types_until(&mut self, marker: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        while types.last().map(String::as_str) != Some(marker) {
+            let v = self.next_json(STEP).await;
+            let kind = v["type"].as_str().unwrap_or_else(|| panic!("event without a type: {v}"));
+            types.push(kind.to_owned());
+        }
+        types
     }
 
     /// Reads `n` events and returns their `data.seq` values in arrival order.
@@ -683,20 +766,44 @@ pub fn assert_ulid(id: &str) {
 // ---------------------------------------------------------------------------------------------
 // Redis
 
-/// A throwaway `redis-server` on a free loopback port (never 6379), no persistence, killed on drop.
+/// A throwaway `redis-server` on a loopback port (never 6379), no persistence, its own `--dir`
+/// (removed on drop), killed on drop. It can be killed and restarted on the same port.
 pub struct RedisServer {
-    pub proc: Process,
+    /// `None` while killed.
+    pub proc: Option<Process>,
+    /// The plain (non-TLS) port.
     pub port: u16,
+    args: Vec<String>,
+    tls_port: Option<u16>,
+    /// Its `--dir` (Cluster config files and the like), kept across restarts.
+    dir: TempDir,
 }
 
 impl RedisServer {
+    /// A plain server on a free port.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
+        RedisServer::start_with(free_port(), &[]).await
+    }
+
+    /// A server on `port` with `extra` arguments (`--requirepass pw`, `--user ...` ACL lines,
+    /// `--cluster-enabled yes ...`, `--tls-port N --tls-cert-file ...`).
+    pub async fn start_with(port: u16, extra: &[&str]) -> RedisServer {
         assert_ne!(port, 6379, "never touch the default Redis port");
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
-        let server = RedisServer { proc: Process::spawn(cmd), port };
-        wait_until(&format!("redis-server on port {port} to answer PING"), STEP, || server.ping()).await;
+        let dir = TempDir::new("redis");
+        let mut args: Vec<String> =
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        args.extend(["--dir".to_owned(), dir.path().display().to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let tls_port = extra.iter().position(|a| *a == "--tls-port").map(|i| {
+            let port = extra.get(i + 1).and_then(|p| p.parse().ok()).expect("--tls-port takes a port number");
+            assert_ne!(port, 6379, "never touch the default Redis port");
+            port
+        });
+        let mut server = RedisServer { proc: None, port, args, tls_port, dir };
+        server.restart().await;
         server
     }
 
@@ -704,9 +811,89 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    async fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)).await else { return false };
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").await.is_ok() && s.read_exact(&mut buf).await.is_ok() && &buf == b"+PONG\r\n"
+    /// SIGKILLs the server (no shutdown, no clean-up) and reaps it; the port is free again.
+    pub fn kill(&mut self) {
+        self.proc = None; // Process::drop: SIGKILL and wait
     }
+
+    /// Starts the (killed) server again on the same port(s), with the same arguments and
+    /// directory, and waits until it serves.
+    pub async fn restart(&mut self) {
+        assert!(self.proc.is_none(), "redis-server on port {} is still running", self.port);
+        let mut cmd = Command::new("redis-server");
+        cmd.args(&self.args);
+        let proc = self.proc.insert(Process::spawn(cmd));
+        let (port, tls_port) = (self.port, self.tls_port);
+        let what = format!("redis-server on port {port} to answer PING (and to accept on TLS port {tls_port:?})");
+        wait_until(&what, STEP, || {
+            if let Some(status) = proc.try_exit() {
+                panic!("redis-server exited ({status}) before serving; output:\n{}{}", proc.stdout(), proc.stderr());
+            }
+            async move {
+                redis_answers(port).await
+                    && match tls_port {
+                        Some(p) => TcpStream::connect(("127.0.0.1", p)).await.is_ok(),
+                        None => true,
+                    }
+            }
+        })
+        .await;
+    }
+
+    /// Runs `redis-cli` against the plain port with `args`; returns its output, trimmed (no
+    /// tty, so replies are raw: `1`, not `(integer) 1`).
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]).args(args);
+        run_ok(cmd).await.trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Before `dir` goes: the server must not write into a removed directory.
+        self.kill();
+    }
+}
+
+/// Whether a Redis server answers on `port`: `+PONG`, or `-NOAUTH` when it wants a password.
+async fn redis_answers(port: u16) -> bool {
+    let probe = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut reply = Vec::new();
+        while !reply.ends_with(b"\r\n") {
+            let mut chunk = [0u8; 64];
+            let n = s.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        Some(reply.starts_with(b"+PONG\r\n") || reply.starts_with(b"-NOAUTH "))
+    };
+    tokio::time::timeout(Duration::from_secs(1), probe).await.ok().flatten().unwrap_or(false)
+}
+
+/// The files of a TLS set-up made with openssl: a throwaway CA and a server certificate for
+/// 127.0.0.1 / localhost signed by it.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Writes [`TlsFiles`] (and openssl's by-products) into `dir`.
+pub async fn make_tls_files(dir: &Path) -> TlsFiles {
+    // Arguments split on whitespace: none of them contains any.
+    let openssl = |args: &str| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(args.split_whitespace()).current_dir(dir);
+        run_ok(cmd)
+    };
+    openssl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=wsgate-test-ca").await;
+    openssl("req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1").await;
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write ext.cnf");
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile ext.cnf",
+    )
+    .await;
+    TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("server.crt"), key: dir.join("server.key") }
 }
