@@ -48,6 +48,7 @@ const DEFAULTS = Object.freeze({
 });
 
 const PING_FRAME = '{"type":"ping"}';
+const ERROR_CLOSE_GRACE_MS = 1000;
 const noop = () => {};
 
 /**
@@ -190,9 +191,7 @@ export class WsgateClient {
       return;
     }
     const s = { ws, opened: false, connected: false, status: undefined, error: undefined, freshToken };
-    s.pingTimer = null;
-    s.pongTimer = null;
-    s.connectTimer = null;
+    s.pingTimer = s.pongTimer = s.connectTimer = s.errorTimer = null;
     this.#sock = s;
 
     const timeout = this.#opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
@@ -217,6 +216,17 @@ export class WsgateClient {
       const m = /server response: (\d{3})/i.exec(msg);
       if (m) s.status = Number(m[1]);
       s.error = ev?.error ?? (msg ? new Error(msg) : undefined);
+      // An error is always followed by close, except in some WebSocket implementations (Node 20's
+      // built-in one fires only `error` for a refused upgrade and stays CONNECTING): if no close
+      // comes within a second, act as if it had.
+      if (!s.errorTimer) {
+        s.errorTimer = setTimeout(() => {
+          if (this.#sock !== s) return;
+          this.#sock = null;
+          this.#dispose(s, 4000, "error");
+          this.#afterClose(s, { code: CloseCode.ABNORMAL, reason: "", wasClean: false });
+        }, ERROR_CLOSE_GRACE_MS);
+      }
     };
     ws.onclose = (ev) => {
       if (this.#sock !== s) return;
@@ -337,8 +347,9 @@ export class WsgateClient {
   #stopTimers(s) {
     clearTimeout(s.connectTimer);
     clearTimeout(s.pongTimer);
+    clearTimeout(s.errorTimer);
     clearInterval(s.pingTimer);
-    s.connectTimer = s.pongTimer = s.pingTimer = null;
+    s.connectTimer = s.pongTimer = s.errorTimer = s.pingTimer = null;
   }
 
   /** Decides what follows the end of one socket. */

@@ -1,0 +1,130 @@
+// End to end: Debian's headless Chromium opens the /demo page on each of two gateway
+// instances that share one Redis; an event POSTed to the first reaches both pages.
+import assert from "node:assert/strict";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { REPO_ROOT, mintToken, startGateway, startRedis } from "../../js/testing/harness.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const ARTIFACTS = resolve(here, "../artifacts");
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
+
+let redis;
+let gwA;
+let gwB;
+let browser;
+
+before(async () => {
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium (clients/test.sh does)`);
+  redis = await startRedis();
+  const env = { HEARTBEAT_INTERVAL_MS: "500" };
+  gwA = await startGateway({ redisUrl: redis.url, instanceId: "gw-a", env });
+  gwB = await startGateway({ redisUrl: redis.url, instanceId: "gw-b", env });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true, timeout: 30000 });
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  for (const p of [gwA, gwB, redis]) await p?.stop("SIGTERM");
+});
+
+async function openDemo(gw, user) {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 860 } });
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  page.on("requestfailed", (r) => problems.push(`requestfailed: ${r.url()}`));
+  page.on("response", (r) => r.status() >= 400 && problems.push(`HTTP ${r.status()}: ${r.url()}`));
+  // Nothing but the gateway itself may be asked for (no CDN, no fonts).
+  page.on("request", (r) => {
+    if (!r.url().startsWith(gw.http) && !r.url().startsWith(gw.http.replace("http", "ws"))) {
+      problems.push(`external request: ${r.url()}`);
+    }
+  });
+  await page.goto(`${gw.http}/demo?token=${encodeURIComponent(mintToken({ sub: user }))}`);
+  return { page, problems };
+}
+
+test("the served client is the one in clients/js (the binary is not stale)", { timeout: 20000 }, async () => {
+  const served = await (await fetch(`${gwA.http}/demo/wsgate.js`)).text();
+  const onDisk = readFileSync(resolve(REPO_ROOT, "clients/js/wsgate.js"), "utf8");
+  assert.ok(served === onDisk, "target/debug/wsgate serves an old clients/js/wsgate.js: run `cargo build -p wsgate`");
+  const page = await (await fetch(`${gwA.http}/demo`)).text();
+  assert.equal(page, readFileSync(resolve(REPO_ROOT, "clients/demo/index.html"), "utf8"));
+});
+
+test("two instances, one page on each: an event POSTed to the first shows on both", { timeout: 90000 }, async () => {
+  const a = await openDemo(gwA, "alice");
+  const b = await openDemo(gwB, "bob");
+  for (const [p, id] of [[a.page, "gw-a"], [b.page, "gw-b"]]) {
+    await p.locator("#state").filter({ hasText: /^open$/ }).waitFor({ timeout: 15000 });
+    await p.locator("#instance").filter({ hasText: id }).waitFor({ timeout: 5000 });
+  }
+  // Fleet figures from /ws/stats (polled every second; heartbeats every 500 ms).
+  for (const p of [a.page, b.page]) {
+    await p.locator("#total-instances").filter({ hasText: /^2$/ }).waitFor({ timeout: 15000 });
+    await p.locator("#total-connections").filter({ hasText: /^2$/ }).waitFor({ timeout: 15000 });
+    await p.locator("#local-connections").filter({ hasText: /^1$/ }).waitFor({ timeout: 15000 });
+  }
+
+  const data = { task: 42, state: "done", by: "e2e" };
+  const id = await gwA.publish({ type: "task.updated", data });
+  for (const p of [a.page, b.page]) {
+    const li = p.locator(`#events li[data-id="${id}"]`);
+    await li.waitFor({ timeout: 10000 });
+    assert.equal(await li.getAttribute("data-type"), "task.updated");
+    assert.deepEqual(JSON.parse(await li.locator(".data").textContent()), data);
+  }
+
+  // A few more through either instance, newest first on both pages.
+  const id2 = await gwB.publish({ type: "notice", data: "deploy finished" });
+  const id3 = await gwA.publish({ type: "task.created", data: { task: 43, title: "write the docs" } });
+  for (const p of [a.page, b.page]) {
+    await p.locator(`#events li[data-id="${id3}"]`).waitFor({ timeout: 10000 });
+    const ids = await p.locator("#events li").evaluateAll((lis) => lis.map((li) => li.dataset.id));
+    assert.deepEqual(ids, [id3, id2, id]);
+  }
+  assert.equal(await a.page.locator("#redis").textContent(), "connected");
+
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await a.page.screenshot({ path: resolve(ARTIFACTS, "demo.png"), fullPage: true, animations: "disabled" });
+  await b.page.screenshot({ path: resolve(ARTIFACTS, "demo-b.png"), fullPage: true, animations: "disabled" });
+
+  assert.deepEqual(a.problems, []);
+  assert.deepEqual(b.problems, []);
+  await a.page.close();
+  await b.page.close();
+});
+
+test("a bad token in the page: the client stops and says so (no retry loop)", { timeout: 30000 }, async () => {
+  const page = await browser.newPage();
+  let upgrades = 0;
+  page.on("websocket", () => upgrades++);
+  await page.goto(`${gwA.http}/demo?token=not-a-valid-token`);
+  await page.locator("#state").filter({ hasText: /^closed$/ }).waitFor({ timeout: 10000 });
+  await page.locator("#notice").filter({ hasText: /refused/ }).waitFor({ timeout: 5000 });
+  await page.waitForTimeout(1500);
+  assert.equal(upgrades, 1, "exactly one WebSocket attempt");
+  await page.close();
+});
+
+test("without a token the page explains how to get one", { timeout: 30000 }, async () => {
+  const page = await browser.newPage();
+  await page.goto(`${gwA.http}/demo`);
+  await page.locator("#notice").filter({ hasText: /No token/ }).waitFor({ timeout: 5000 });
+  assert.equal(await page.locator("#state").textContent(), "closed");
+  await page.close();
+});

@@ -1,0 +1,275 @@
+// What the client does after each kind of close, driven through a scripted fake WebSocket
+// (the real gateway is exercised in the other files; some codes, like 1013, are hard to
+// provoke from a well-behaved client).
+import assert from "node:assert/strict";
+import { afterEach, test } from "node:test";
+import { connect } from "../wsgate.js";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A fake WebSocket class; `sockets` collects the instances so a test can script them. */
+function fakeSocketClass() {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      this.closedWith = null;
+      sockets.push(this);
+    }
+    send(data) {
+      this.sent.push(data);
+    }
+    close(code, reason) {
+      this.closedWith = { code, reason };
+    }
+    // scripting
+    open(frame = { type: "connected", connection_id: "c", user: "u", instance_id: "fake" }) {
+      this.onopen?.({});
+      this.onmessage?.({ data: JSON.stringify(frame) });
+    }
+    message(obj) {
+      this.onmessage?.({ data: typeof obj === "string" ? obj : JSON.stringify(obj) });
+    }
+    serverClose(code, reason = "") {
+      this.onclose?.({ code, reason, wasClean: code !== 1006 });
+    }
+    errorOnly() {
+      this.onerror?.({ message: "Received network error or non-101 status code." });
+    }
+    refuse(message) {
+      this.onerror?.(message ? { message } : {});
+      this.onclose?.({ code: 1006, reason: "", wasClean: false });
+    }
+  }
+  return { FakeWebSocket, sockets };
+}
+
+// Every client a test opens is closed after it, pass or fail, so no retry loop outlives a test.
+const opened = new Set();
+afterEach(() => {
+  for (const c of opened) c.close();
+  opened.clear();
+});
+
+function client(opts = {}) {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const rec = { closes: [], errors: [], states: [] };
+  const c = connect("ws://gateway.test/ws/tasks", {
+    token: "static-token",
+    WebSocket: FakeWebSocket,
+    backoff: { initialMs: 10, maxMs: 40 },
+    pingIntervalMs: 0,
+    onClose: (i) => rec.closes.push(i),
+    onError: (e) => rec.errors.push(e),
+    onStateChange: (s) => rec.states.push(s),
+    ...opts,
+  });
+  opened.add(c);
+  return { c, sockets, rec };
+}
+
+const until = async (fn, ms = 2000) => {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error("timed out");
+    await sleep(5);
+  }
+};
+
+for (const code of [1001, 1013, 1009, 1000, 1006, 1011, 4000]) {
+  test(`close ${code} after connecting → reconnect with the same token`, async () => {
+    const { c, sockets, rec } = client();
+    await until(() => sockets.length === 1);
+    sockets[0].open();
+    assert.equal(c.state, "open");
+    sockets[0].serverClose(code, "x");
+    assert.equal(c.state, "reconnecting");
+    assert.equal(rec.closes[0].code, code);
+    assert.equal(rec.closes[0].willReconnect, true);
+    assert.ok(rec.closes[0].delayMs >= 0 && rec.closes[0].delayMs < 10, "first retry within initialMs");
+    await until(() => sockets.length === 2);
+    assert.match(sockets[1].url, /token=static-token/);
+    c.close();
+  });
+}
+
+test("1008 with only a static token → stops with token_expired", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1008, "token_expired");
+  assert.equal(c.state, "closed");
+  assert.equal(rec.errors.at(-1).code, "token_expired");
+  assert.equal(rec.errors.at(-1).fatal, true);
+  await sleep(60);
+  assert.equal(sockets.length, 1, "no reconnect");
+});
+
+test("1008 'policy' with only a static token → stops with policy", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1008, "policy");
+  assert.equal(c.state, "closed");
+  assert.equal(rec.errors.at(-1).code, "policy");
+});
+
+test("1008 with getToken → a fresh token, then reconnect", async () => {
+  let n = 0;
+  const { c, sockets } = client({ token: "t0", getToken: async () => `t${++n}` });
+  await until(() => sockets.length === 1);
+  assert.match(sockets[0].url, /token=t0/);
+  sockets[0].open();
+  sockets[0].serverClose(1001, "shutdown"); // not 1008: keeps its token
+  await until(() => sockets.length === 2);
+  assert.equal(n, 0);
+  assert.match(sockets[1].url, /token=t0/);
+  sockets[1].open();
+  sockets[1].serverClose(1008, "token_expired");
+  await until(() => sockets.length === 3);
+  assert.equal(n, 1);
+  assert.match(sockets[2].url, /token=t1/);
+  c.close();
+});
+
+test("first attempt refused (no status, as in a browser) → stops, no retry", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].refuse();
+  assert.equal(c.state, "closed");
+  assert.equal(rec.errors.length, 1);
+  assert.equal(rec.errors[0].code, "upgrade_refused");
+  assert.equal(rec.errors[0].status, undefined);
+  await sleep(60);
+  assert.equal(sockets.length, 1);
+});
+
+test("an error with no close event after it (Node 20's WebSocket on a refused upgrade) still ends the attempt", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].errorOnly();
+  assert.equal(c.state, "connecting");
+  await until(() => c.state === "closed", 3000);
+  assert.equal(rec.errors[0].code, "upgrade_refused");
+  assert.equal(sockets[0].closedWith?.code, 4000, "the stuck socket was closed");
+  sockets[0].serverClose(1006); // a late close event changes nothing
+  assert.equal(rec.closes.length, 1);
+});
+
+test("a failed upgrade after a good connection → the gateway is away: retry with backoff", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1006);
+  for (let i = 1; i <= 4; i++) {
+    await until(() => sockets.length === i + 1);
+    sockets[i].refuse(); // like ECONNREFUSED while the gateway restarts
+  }
+  assert.equal(rec.errors.length, 0);
+  const delays = rec.closes.map((x) => x.delayMs);
+  const caps = [10, 20, 40, 40, 40]; // min(maxMs 40, initialMs 10 · 2^attempt)
+  delays.forEach((d, i) => assert.ok(d >= 0 && d < caps[i], `delay ${i} = ${d} < ${caps[i]}`));
+  await until(() => sockets.length === 6);
+  sockets[5].open();
+  sockets[5].serverClose(1001);
+  assert.ok(rec.closes.at(-1).delayMs < 10, "backoff reset after connected");
+  c.close();
+});
+
+test("a later upgrade refused with a known 401 → stops (static token) instead of looping", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1001);
+  await until(() => sockets.length === 2);
+  sockets[1].refuse("Unexpected server response: 401");
+  assert.equal(c.state, "closed");
+  assert.equal(rec.errors.at(-1).code, "upgrade_refused");
+  assert.equal(rec.errors.at(-1).status, 401);
+});
+
+test("a later failure with an expired static token → stops with token_expired", async () => {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const expired = `${b64({ alg: "HS256" })}.${b64({ sub: "u", exp: Math.floor(Date.now() / 1000) - 10 })}.sig`;
+  const { c, sockets, rec } = client({ token: expired });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1006);
+  await until(() => sockets.length === 2);
+  sockets[1].refuse();
+  assert.equal(c.state, "closed");
+  assert.equal(rec.errors.at(-1).code, "token_expired");
+});
+
+test("getToken failing is reported and retried", async () => {
+  let calls = 0;
+  const { c, sockets, rec } = client({
+    token: undefined,
+    getToken: async () => {
+      if (++calls < 3) throw new Error("auth service down");
+      return "good";
+    },
+  });
+  await until(() => sockets.length === 1);
+  assert.equal(calls, 3);
+  assert.deepEqual(rec.errors.map((e) => e.code), ["token_refresh_failed", "token_refresh_failed"]);
+  assert.match(sockets[0].url, /token=good/);
+  c.close();
+});
+
+test("ping: sends {type:ping}; silence after it → drop and reconnect; any frame counts as alive", async () => {
+  const { c, sockets, rec } = client({ pingIntervalMs: 40, pongTimeoutMs: 200 });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  await until(() => sockets[0].sent.length >= 1);
+  assert.equal(sockets[0].sent[0], '{"type":"ping"}');
+  sockets[0].message({ type: "pong" });
+  await until(() => sockets[0].sent.length >= 2);
+  sockets[0].message({ id: "1", type: "e", data: null, ts: 1 }); // an event answers too
+  await until(() => sockets[0].sent.length >= 3);
+  // now stay silent
+  await until(() => sockets.length === 2);
+  assert.equal(rec.errors.at(-1).code, "ping_timeout");
+  assert.deepEqual(sockets[0].closedWith?.code, 4000);
+  c.close();
+});
+
+test("close() while waiting to reconnect cancels the attempt", async () => {
+  const { c, sockets } = client({ backoff: { initialMs: 200, maxMs: 200 } });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1001);
+  assert.equal(c.state, "reconnecting");
+  c.close();
+  assert.equal(c.state, "closed");
+  await sleep(250);
+  assert.equal(sockets.length, 1);
+});
+
+test("handlers: per type, '*', off, unsubscribe; a throwing handler is reported, others still run", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  const seen = [];
+  const offA = c.on("a", (e) => seen.push(`a:${e.id}`));
+  c.on("b", () => {
+    throw new Error("boom");
+  });
+  const star = (e) => seen.push(`*:${e.id}`);
+  c.on("*", star);
+  sockets[0].open();
+  sockets[0].message({ id: "1", type: "a", data: 1, ts: 1 });
+  sockets[0].message({ id: "2", type: "b", data: 2, ts: 2 });
+  offA();
+  sockets[0].message({ id: "3", type: "a", data: 3, ts: 3 });
+  c.off("*", star);
+  sockets[0].message({ id: "4", type: "a", data: 4, ts: 4 });
+  assert.deepEqual(seen, ["a:1", "*:1", "*:2", "*:3"]);
+  assert.equal(rec.errors[0].code, "handler_error");
+  assert.equal(c.lastEventId, "4");
+  // resume: the next attempt carries since=<last id>
+  sockets[0].serverClose(1001);
+  await until(() => sockets.length === 2);
+  assert.match(sockets[1].url, /since=4/);
+  c.close();
+});

@@ -1,0 +1,158 @@
+// Type declarations for wsgate.js, the browser and Node client of the wsgate gateway.
+
+/** Close codes the gateway uses. */
+export declare const CloseCode: Readonly<{
+  NORMAL: 1000;
+  /** The instance shuts down: the client reconnects. */
+  GOING_AWAY: 1001;
+  /** No close frame: network loss, a killed process, or a refused upgrade. */
+  ABNORMAL: 1006;
+  /** Token expired (reason "token_expired") or a protocol breach (reason "policy"). */
+  POLICY: 1008;
+  TOO_BIG: 1009;
+  /** The client read too slowly: the client reconnects. */
+  TRY_AGAIN: 1013;
+}>;
+
+export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
+
+export declare const State: Readonly<{
+  CONNECTING: "connecting";
+  OPEN: "open";
+  RECONNECTING: "reconnecting";
+  CLOSED: "closed";
+}>;
+
+/** One event as the gateway delivers it. */
+export interface WsgateEvent<T = unknown> {
+  /** Event id (a ULID): unique, ordered by time. */
+  id: string;
+  type: string;
+  /** The publisher's JSON value. */
+  data: T;
+  /** Accept time, ms since the epoch. */
+  ts: number;
+  /** Set on events published to a channel. */
+  channel?: string;
+  [extra: string]: unknown;
+}
+
+/** The first frame of every connection. */
+export interface ConnectedFrame {
+  type: "connected";
+  connection_id: string;
+  user: string;
+  instance_id: string;
+  /** Present when the gateway supports resume (`since=`). */
+  recovered?: boolean;
+  [extra: string]: unknown;
+}
+
+export interface CloseInfo {
+  /** The close code; 1006 when there was no close frame (also for a refused upgrade). */
+  code: number;
+  reason: string;
+  wasClean: boolean;
+  /** Whether the client will try again. */
+  willReconnect: boolean;
+  /** The delay before the next attempt, when willReconnect. */
+  delayMs?: number;
+  /** True when the client gave up on the socket itself (ping or connect timeout). */
+  timedOut?: boolean;
+  /** The fatal error, when the client stops. */
+  error?: WsgateError;
+}
+
+export type WsgateErrorCode =
+  /** The socket closed before it opened on the client's first attempt, or with a known 401/403 later. Fatal. */
+  | "upgrade_refused"
+  /** 1008 token expiry (or an expired token while reconnecting) and no getToken(). Fatal. */
+  | "token_expired"
+  /** 1008 for a protocol breach and no getToken(). Fatal. */
+  | "policy"
+  /** The URL could not be opened at all. Fatal. */
+  | "invalid_url"
+  /** getToken() threw or returned nothing; retried with backoff. */
+  | "token_refresh_failed"
+  /** No frame arrived within pongTimeoutMs of a ping; the client reconnects. */
+  | "ping_timeout"
+  /** No `connected` frame within connectTimeoutMs; the client reconnects. */
+  | "connect_timeout"
+  /** The gateway sent an `error` frame (the connection stays open). */
+  | "server_error"
+  /** The gateway sent a frame that is not JSON. */
+  | "bad_frame"
+  /** An event handler or callback threw. */
+  | "handler_error";
+
+export declare class WsgateError extends Error {
+  name: "WsgateError";
+  code: WsgateErrorCode;
+  /** True when the client has stopped (state "closed") because of this error. */
+  fatal: boolean;
+  /** The HTTP status of a refused upgrade, when the WebSocket implementation reports it (the `ws` package does, browsers do not). */
+  status?: number;
+  cause?: unknown;
+  constructor(code: WsgateErrorCode, message: string, extra?: object);
+}
+
+export interface BackoffOptions {
+  /** First retry waits random(0, initialMs). Default 500. */
+  initialMs?: number;
+  /** Upper bound of the window. Default 30000. */
+  maxMs?: number;
+}
+
+/** Anything constructible like the browser's WebSocket (browsers, Node 22, the `ws` package). */
+export type WebSocketConstructor = new (url: string) => any;
+
+export interface ConnectOptions {
+  /** A static token. With getToken too, it is used first and getToken() renews it. */
+  token?: string;
+  /** Called for the first token (when `token` is absent) and for a fresh one after a 1008 close. */
+  getToken?: () => string | Promise<string>;
+  /** The WebSocket class; defaults to globalThis.WebSocket (needed on Node 20: e.g. `import WebSocket from "ws"`). */
+  WebSocket?: WebSocketConstructor;
+  /** Shorthand for client.on("*", onEvent). */
+  onEvent?: (event: WsgateEvent) => void;
+  /** Every `connected` frame (first connection and each reconnection). */
+  onOpen?: (frame: ConnectedFrame) => void;
+  /** Every socket end, with what happens next. */
+  onClose?: (info: CloseInfo) => void;
+  /** Errors; `err.fatal` says whether the client stopped. */
+  onError?: (err: WsgateError) => void;
+  onStateChange?: (state: ClientState, previous: ClientState) => void;
+  backoff?: BackoffOptions;
+  /** Application ping ({"type":"ping"}) period; 0 disables it. Default 25000. */
+  pingIntervalMs?: number;
+  /** Silence after a ping that counts as a dead connection. Default min(10000, pingIntervalMs). */
+  pongTimeoutMs?: number;
+  /** Longest wait for the `connected` frame of one attempt; 0 disables it. Default 15000. */
+  connectTimeoutMs?: number;
+  /** Send `since=<lastEventId>` when reconnecting (the gateway's resume parameter). Default true. */
+  resume?: boolean;
+}
+
+export declare class WsgateClient {
+  constructor(url: string | URL, options: ConnectOptions);
+  readonly state: ClientState;
+  /** The id of the last event received, or null. */
+  readonly lastEventId: string | null;
+  /** The current (or last) `connected` frame, or null. */
+  readonly connection: ConnectedFrame | null;
+  /** Handler for events of one type, or "*" for every event. Returns a function that removes it. */
+  on<T = unknown>(type: string, handler: (event: WsgateEvent<T>) => void): () => void;
+  /** Removes a handler; without one, every handler of that type. */
+  off(type: string, handler?: (event: WsgateEvent<any>) => void): void;
+  /** Closes the connection; no reconnect follows. */
+  close(): void;
+}
+
+/**
+ * Connects to `url` (ws://, wss://, http(s):// or, in a browser, a path such as "/ws/tasks") and
+ * keeps the connection up until close().
+ */
+export declare function connect(url: string | URL, options: ConnectOptions): WsgateClient;
+
+/** The delay before reconnect attempt `attempt` (0-based): random in [0, min(maxMs, initialMs·2^attempt)). */
+export declare function backoffDelay(attempt: number, backoff?: BackoffOptions, random?: () => number): number;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The JavaScript client's tests and the browser end-to-end test of the demo page.
+# Installs what they need (node packages, Debian's chromium), builds the gateway, runs both.
+set -euo pipefail
+cd "$(dirname "$0")"
+CLIENTS="$PWD"
+ROOT="$(cd .. && pwd)"
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "node/npm not found: installing them with apt-get"
+  apt_install nodejs npm
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "redis-server not found: installing it with apt-get"
+  apt_install redis-server
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  echo "/usr/bin/chromium not found: installing Debian's chromium with apt-get"
+  apt_install chromium
+fi
+
+for dir in js e2e; do
+  (
+    cd "$CLIENTS/$dir"
+    if [ -f package-lock.json ]; then
+      npm ci --no-audit --no-fund --loglevel=error
+    else
+      npm install --no-audit --no-fund --loglevel=error
+    fi
+  )
+done
+
+# The demo page and the JS client are compiled into the binary (include_str!): build it when it
+# is missing, and let cargo rebuild it when they changed (a no-op when it is up to date).
+if [ ! -x "$ROOT/target/debug/wsgate" ]; then
+  echo "target/debug/wsgate not found: building it"
+fi
+(cd "$ROOT" && cargo build -p wsgate --quiet)
+
+# Each run is bounded: a hung test file cannot hold the suite (each test has its own timeout too).
+echo "== clients/js: node --test test/"
+(cd "$CLIENTS/js" && timeout --kill-after=10 300 node --test test/)
+echo "== clients/e2e: node --test test/"
+(cd "$CLIENTS/e2e" && timeout --kill-after=10 300 node --test test/)
+echo "== clients: all passed (screenshot: clients/e2e/artifacts/demo.png)"
