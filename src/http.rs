@@ -96,9 +96,12 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, _peer: SocketAddr) -> 
         "/demo" | "/demo/" | "/demo/wsgate.js" if st.cfg.demo_page => "GET",
         _ => return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
-    if req.method().as_str() != allowed {
-        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} accepts {allowed} only"));
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+    // HEAD is answered wherever GET is (hyper leaves the body out); uptime checks use it.
+    let method_ok = req.method().as_str() == allowed || (allowed == "GET" && req.method() == hyper::Method::HEAD);
+    if !method_ok {
+        let allow = if allowed == "GET" { "GET, HEAD" } else { allowed };
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &format!("{path} accepts {allow} only"));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
         return r;
     }
     match path {

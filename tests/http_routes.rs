@@ -14,6 +14,16 @@ async fn live_and_ready_answer_200() {
 }
 
 #[tokio::test]
+async fn head_is_answered_wherever_get_is() {
+    let gw = Gateway::start(&[]).await;
+    for path in ["/live", "/ready", "/health", "/ws/stats", "/metrics"] {
+        let r = gw.http().head(gw.http_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "HEAD {path}");
+        assert!(r.bytes().await.unwrap().is_empty(), "HEAD {path} has a body");
+    }
+}
+
+#[tokio::test]
 async fn unknown_path_is_404_json() {
     let gw = Gateway::start(&[]).await;
     for path in ["/nope", "/api/event", "/ws/tasks/extra", "/api/events/1"] {
