@@ -20,3 +20,5 @@ cargo test --workspace --all-targets
 bash clients/python/test.sh -q
 # Deployment files: Dockerfile, Compose, nginx, Helm (needs the binary built above).
 bash deploy/test.sh
+# JS client against the real gateway, and the demo page in headless Chromium across two instances.
+bash clients/test.sh
