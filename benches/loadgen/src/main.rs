@@ -55,6 +55,12 @@ enum Mode {
     Worker,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Publisher {
+    Thread,
+    Main,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "wsgate-loadgen", about = "Load generator for wsgate (floor-client compatible RESULT line)")]
 struct Cli {
@@ -117,10 +123,12 @@ struct Cli {
     /// Connections the gateway must report in /ws/stats before publishing; default = --conns.
     #[arg(long)]
     expect: Option<usize>,
-    /// Run the publisher on a thread and runtime of its own (default: the main thread drives
-    /// it on the shared runtime, like floor-client's control connection).
-    #[arg(long)]
-    pub_thread: bool,
+    /// Where the publisher runs: `thread` = a thread and runtime of its own, so the 202 is
+    /// read as soon as it arrives; `main` = the main thread on the shared runtime (like
+    /// floor-client's control connection), where the answer's readiness waits behind the
+    /// receive tasks and adds client-side delay to every sequential publish.
+    #[arg(long, value_enum, default_value = "thread")]
+    publisher: Publisher,
     /// Publish requests written ahead of their responses on the keep-alive connection
     /// (HTTP/1.1 pipelining); 1 = strictly one request at a time.
     #[arg(long, default_value_t = 1)]
@@ -1009,7 +1017,7 @@ async fn run_bench(cli: &Cli, global: &Arc<Global>, st: &Local, workers: &mut [W
         worker_pids: workers.iter().map(|w| w.pid).collect(),
         pipeline: cli.pipeline.max(1),
     };
-    let out = if cli.pub_thread {
+    let out = if cli.publisher == Publisher::Thread {
         // The publisher on its own thread and runtime: its socket's readiness is not queued
         // behind thousands of receive tasks on the shared runtime.
         let (tx, rx) = oneshot::channel();
@@ -1112,7 +1120,7 @@ ttl_p50_ms={:.3} ttl_p99_ms={:.3} ttl_max_ms={:.3} \
 lat_p50_us={:.1} lat_p99_us={:.1} lat_p999_us={:.1} lat_max_us={:.1} \
 server_cpu_pct={:.0} client_cpu_pct={:.0} server_rss_kib={server_rss} client_rss_kib={client_rss} \
 errors={errors} dupes={} out_of_order={} other_frames={} closed={} \
-pub_p50_us={:.1} pub_p99_us={:.1} procs={} pipeline={} pub_thread={}",
+pub_p50_us={:.1} pub_p99_us={:.1} procs={} pipeline={} publisher={}",
         k - warmup,
         per_s(delivered as f64),
         per_s((k - warmup) as f64),
@@ -1133,7 +1141,7 @@ pub_p50_us={:.1} pub_p99_us={:.1} procs={} pipeline={} pub_thread={}",
         us(hist::pct_sorted(&pub_rtt, 0.99)),
         workers.len() + 1,
         cli.pipeline.max(1),
-        cli.pub_thread,
+        if cli.publisher == Publisher::Thread { "thread" } else { "main" },
     );
     let _ = std::io::stdout().flush();
     if stuck {
