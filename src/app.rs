@@ -54,6 +54,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let limits = Limits { max_messages: cfg.outbox_max_messages, max_bytes: cfg.outbox_max_bytes };
         let hub = Hub::new(limits, metrics.clone(), &cfg.instance_id);
+        hub.spawn_dispatcher();
         let broker: Arc<dyn Broker> = match cfg.redis_url {
             Some(_) => RedisBroker::start(&cfg, hub.clone(), metrics.clone())?,
             None => Arc::new(MemoryBroker::new(hub.clone())),

@@ -1,15 +1,24 @@
-//! The local registry: connection id → outbox, user → connections; counts; `deliver(event)`.
+//! The local registry: connection id → outbox, user → connections; counts; fan-out.
 //!
 //! The hub is the only place that knows who is connected to this instance. Brokers hand it
-//! events; it resolves the event's [`Audience`] against the registry, encodes the frame once
-//! and pushes the same bytes into every matching outbox. Pushing never waits, so delivery cost
-//! is bounded by the number of matching sockets, whatever any one client does.
+//! events with [`Hub::submit`]; one dispatcher task takes them in order, resolves each event's
+//! [`Audience`] against the registry, encodes the frame once and pushes the same bytes into
+//! every matching outbox. Pushing never waits, so delivery cost is bounded by the number of
+//! matching sockets, whatever any one client does.
+//!
+//! Why a dispatcher task instead of fanning out in the publisher's request: a publish is
+//! answered once the event is in the dispatch queue, not after 10,000 sockets have been woken
+//! (milliseconds), so one sequential publisher is not capped by the audience size; and when
+//! events arrive faster than one fan-out, the dispatcher takes the backlog as a batch and
+//! queues a run of broadcasts on each socket under one lock with one wake-up, so the sessions
+//! write them with one syscall. Order is kept: one queue, one dispatcher.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::disconnect::Disconnect;
@@ -22,6 +31,23 @@ struct Entry {
     user: Arc<str>,
     outbox: Arc<Outbox>,
 }
+
+/// Events waiting for the dispatcher. Bounded: when fan-out falls this far behind, `submit`
+/// waits, which slows publishers down (backpressure) instead of growing memory.
+const DISPATCH_QUEUE: usize = 4096;
+/// Most events the dispatcher takes in one batch; bounds how long the registry's read lock
+/// is held in one go (a batch of broadcasts to 10k sockets is still about a millisecond).
+const DISPATCH_BATCH: usize = 64;
+
+/// An event waiting for fan-out, with when it was accepted (local publishes only).
+pub struct Pending {
+    pub event: Event,
+    pub accepted_at: Option<Instant>,
+}
+
+/// The hub no longer takes events (its dispatcher is gone).
+#[derive(Debug)]
+pub struct HubClosed;
 
 #[derive(Default)]
 struct Registry {
@@ -43,6 +69,9 @@ pub struct Hub {
     limits: Limits,
     metrics: Arc<Metrics>,
     instance_id: Arc<str>,
+    dispatch_tx: mpsc::Sender<Pending>,
+    /// Taken by [`Hub::spawn_dispatcher`].
+    dispatch_rx: Mutex<Option<mpsc::Receiver<Pending>>>,
 }
 
 /// A registered connection. Dropping it unregisters the connection, so no exit path of a
@@ -60,15 +89,23 @@ impl Drop for Registration {
     }
 }
 
-/// What one `deliver` did, for metrics and tests.
+/// What one delivery did, for metrics and tests: frames queued, connections found slow.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
     pub queued: usize,
     pub slow: usize,
 }
 
+impl Delivery {
+    fn add(&mut self, o: Delivery) {
+        self.queued += o.queued;
+        self.slow += o.slow;
+    }
+}
+
 impl Hub {
     pub fn new(limits: Limits, metrics: Arc<Metrics>, instance_id: &str) -> Arc<Hub> {
+        let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
         Arc::new(Hub {
             registry: RwLock::new(Registry::default()),
             connections: AtomicUsize::new(0),
@@ -78,7 +115,30 @@ impl Hub {
             limits,
             metrics,
             instance_id: instance_id.into(),
+            dispatch_tx,
+            dispatch_rx: Mutex::new(Some(dispatch_rx)),
         })
+    }
+
+    /// Starts the dispatcher task (once; later calls do nothing). Needs a tokio runtime.
+    pub fn spawn_dispatcher(self: &Arc<Self>) {
+        let Some(mut rx) = self.dispatch_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return };
+        // The task holds a Weak so that a dropped hub (tests) lets it end.
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+            while rx.recv_many(&mut batch, DISPATCH_BATCH).await > 0 {
+                let Some(hub) = hub.upgrade() else { return };
+                hub.deliver_batch(&batch);
+                batch.clear();
+            }
+        });
+    }
+
+    /// Hands an event to the dispatcher; resolves once it is queued for fan-out, in order
+    /// after every event submitted before it. Waits while the dispatch queue is full.
+    pub async fn submit(&self, event: Event, accepted_at: Option<Instant>) -> Result<(), HubClosed> {
+        self.dispatch_tx.send(Pending { event, accepted_at }).await.map_err(|_| HubClosed)
     }
 
     pub fn instance_id(&self) -> &str {
@@ -154,48 +214,72 @@ impl Hub {
         self.users.load(Ordering::Relaxed)
     }
 
-    /// Delivers an event to its local audience: the frame is encoded once here and the same
-    /// bytes are queued on every matching connection.
-    pub fn deliver(&self, event: &Event, accepted_at: Option<Instant>) -> Delivery {
-        let frame = event.frame();
-        let d = self.deliver_frame(&event.audience, &frame);
-        let secs = match accepted_at {
-            Some(t) => t.elapsed().as_secs_f64(),
-            // Events from other instances: the wall clock is all we share.
-            None => now_ms().saturating_sub(event.ts) as f64 / 1000.0,
-        };
-        self.metrics.publish_enqueue.observe(secs);
-        tracing::debug!(event_id = %event.id, kind = %event.kind, queued = d.queued, slow = d.slow, "event delivered");
-        d
+    /// Delivers one event now, on the caller's thread (tests; brokers use [`Hub::submit`]).
+    pub fn deliver(&self, event: Event, accepted_at: Option<Instant>) -> Delivery {
+        self.deliver_batch(&[Pending { event, accepted_at }])
     }
 
-    /// Queues an already encoded frame on every connection of `audience`.
-    pub fn deliver_frame(&self, audience: &Audience, frame: &Utf8Bytes) -> Delivery {
+    /// Fans out a batch of events in order. Each frame is encoded once; a run of consecutive
+    /// broadcasts is queued on each connection in one push (one lock, one wake-up).
+    pub fn deliver_batch(&self, batch: &[Pending]) -> Delivery {
+        let frames: Vec<Utf8Bytes> = batch.iter().map(|p| p.event.frame()).collect();
         let mut d = Delivery::default();
         {
             let reg = self.read();
-            let mut push = |outbox: &Outbox| match outbox.push(frame.clone()) {
-                Push::Queued => d.queued += 1,
-                Push::Overflow => d.slow += 1,
-                Push::Closed => {}
-            };
-            match audience {
-                Audience::All => reg.conns.values().for_each(|e| push(&e.outbox)),
-                Audience::Users(users) => {
-                    // `users` is deduplicated at parse time, so nobody is reached twice.
-                    for u in users {
-                        for id in reg.users.get(u.as_str()).into_iter().flatten() {
-                            if let Some(e) = reg.conns.get(id) {
-                                push(&e.outbox);
-                            }
-                        }
-                    }
-                }
+            let mut i = 0;
+            while i < batch.len() {
+                let run = match &batch[i].event.audience {
+                    Audience::All => batch[i..].iter().take_while(|p| p.event.audience == Audience::All).count(),
+                    Audience::Users(_) => 1,
+                };
+                d.add(Self::fan_out(&reg, &batch[i].event.audience, &frames[i..i + run]));
+                i += run;
             }
         }
         self.metrics.deliveries.inc_by(d.queued as u64);
         if d.slow > 0 {
             self.metrics.slow_consumer_closes.inc_by(d.slow as u64);
+        }
+        for p in batch {
+            let secs = match p.accepted_at {
+                Some(t) => t.elapsed().as_secs_f64(),
+                // Events from other instances: the wall clock is all we share.
+                None => now_ms().saturating_sub(p.event.ts) as f64 / 1000.0,
+            };
+            self.metrics.publish_enqueue.observe(secs);
+            tracing::debug!(event_id = %p.event.id, kind = %p.event.kind, "event delivered");
+        }
+        d
+    }
+
+    /// Queues already encoded frames, all for `audience`, on every matching connection.
+    pub fn deliver_frame(&self, audience: &Audience, frame: &Utf8Bytes) -> Delivery {
+        let d = Self::fan_out(&self.read(), audience, std::slice::from_ref(frame));
+        self.metrics.deliveries.inc_by(d.queued as u64);
+        self.metrics.slow_consumer_closes.inc_by(d.slow as u64);
+        d
+    }
+
+    fn fan_out(reg: &Registry, audience: &Audience, frames: &[Utf8Bytes]) -> Delivery {
+        let bytes = frames.iter().map(|f| f.len()).sum();
+        let mut d = Delivery::default();
+        let mut push = |outbox: &Outbox| match outbox.push_all(frames, bytes) {
+            Push::Queued => d.queued += frames.len(),
+            Push::Overflow => d.slow += 1,
+            Push::Closed => {}
+        };
+        match audience {
+            Audience::All => reg.conns.values().for_each(|e| push(&e.outbox)),
+            Audience::Users(users) => {
+                // `users` is deduplicated at parse time, so nobody is reached twice.
+                for u in users {
+                    for id in reg.users.get(u.as_str()).into_iter().flatten() {
+                        if let Some(e) = reg.conns.get(id) {
+                            push(&e.outbox);
+                        }
+                    }
+                }
+            }
         }
         d
     }

@@ -76,12 +76,19 @@ impl Outbox {
 
     /// Queues a frame. Never waits.
     pub fn push(&self, frame: Utf8Bytes) -> Push {
+        let len = frame.len();
+        self.push_all(std::slice::from_ref(&frame), len)
+    }
+
+    /// Queues several frames (`bytes` long in all) under one lock and at most one wake-up:
+    /// the hub hands over a backlog of events this way. All or nothing: frames that would
+    /// pass a bound close the outbox instead.
+    pub fn push_all(&self, frames: &[Utf8Bytes], bytes: usize) -> Push {
         let mut s = self.lock();
         if s.closed.is_some() {
             return Push::Closed;
         }
-        let len = frame.len();
-        if s.queue.len() >= self.limits.max_messages || s.bytes + len > self.limits.max_bytes {
+        if s.queue.len() + frames.len() > self.limits.max_messages || s.bytes + bytes > self.limits.max_bytes {
             s.closed = Some(Disconnect::Slow);
             s.queue = VecDeque::new();
             s.bytes = 0;
@@ -90,8 +97,8 @@ impl Outbox {
             return Push::Overflow;
         }
         let was_empty = s.queue.is_empty();
-        s.queue.push_back(frame);
-        s.bytes += len;
+        s.queue.extend(frames.iter().cloned());
+        s.bytes += bytes;
         drop(s);
         // Only the first frame into an empty queue needs a wake-up: until the session drains,
         // the permit stored by that wake-up is still pending.
@@ -192,6 +199,18 @@ mod tests {
         assert_eq!(o.closed_reason(), Some(Disconnect::Slow));
         let mut q = VecDeque::new();
         assert!(matches!(o.drain(&mut q), Drained::Closed(Disconnect::Slow)));
+    }
+
+    #[test]
+    fn batches_count_against_both_bounds() {
+        let o = outbox(4, 100);
+        let frames: Vec<Utf8Bytes> = ["a", "b", "c"].into_iter().map(Utf8Bytes::from).collect();
+        assert_eq!(o.push_all(&frames, 3), Push::Queued);
+        assert_eq!(o.len(), (3, 3));
+        assert_eq!(o.push_all(&frames, 3), Push::Overflow, "7 messages > 4");
+        let o = outbox(100, 5);
+        assert_eq!(o.push_all(&frames, 3), Push::Queued);
+        assert_eq!(o.push_all(&frames, 3), Push::Overflow, "6 bytes > 5");
     }
 
     #[test]

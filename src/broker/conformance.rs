@@ -25,7 +25,9 @@ struct Instance {
 }
 
 fn hub(id: &str) -> Arc<Hub> {
-    Hub::new(Limits { max_messages: 10_000, max_bytes: 64 << 20 }, Arc::new(Metrics::new()), id)
+    let h = Hub::new(Limits { max_messages: 10_000, max_bytes: 64 << 20 }, Arc::new(Metrics::new()), id);
+    h.spawn_dispatcher();
+    h
 }
 
 fn event(ids: &IdGenerator, kind: &str, audience: Audience) -> Event {

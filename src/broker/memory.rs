@@ -22,10 +22,12 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish(&self, event: Event, accepted_at: Instant) -> BoxFuture<'_, Result<(), PublishError>> {
-        // Delivered before returning: once the publisher has its 202, every local socket has
-        // the event queued, which is what makes sequential publishes arrive in order.
-        self.hub.deliver(&event, Some(accepted_at));
-        futures_util::future::ready(Ok(())).boxed()
+        // Returns once the event is in the hub's dispatch queue: sequential publishes keep
+        // their order through that one queue.
+        async move {
+            self.hub.submit(event, Some(accepted_at)).await.map_err(|_| PublishError("the instance is stopping".into()))
+        }
+        .boxed()
     }
 
     fn fleet_stats(&self) -> BoxFuture<'_, FleetStats> {

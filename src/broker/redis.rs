@@ -183,10 +183,16 @@ impl RedisBroker {
                     if &*msg.channel != self.channel.as_str() {
                         continue;
                     }
-                    match msg.value.as_bytes() {
-                        Some(b) => self.on_message(b),
+                    let event = match msg.value.as_bytes() {
+                        Some(b) => self.decode(b),
                         None => {
                             self.metrics.redis_bad_messages.inc();
+                            None
+                        }
+                    };
+                    if let Some(event) = event {
+                        if self.hub.submit(event, None).await.is_err() {
+                            return;
                         }
                     }
                 }
@@ -200,27 +206,27 @@ impl RedisBroker {
         }
     }
 
-    fn on_message(&self, bytes: &[u8]) {
+    /// The event in a message from another instance; `None` for our own (already delivered
+    /// locally) and for undecodable ones (counted).
+    fn decode(&self, bytes: &[u8]) -> Option<Event> {
         let env: Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
             Err(e) => {
                 self.metrics.redis_bad_messages.inc();
                 tracing::warn!(error = %e, "undecodable message on the broadcast channel");
-                return;
+                return None;
             }
         };
         if env.origin == self.instance_id {
-            // Already delivered locally when it was published.
-            return;
+            return None;
         }
-        let event = Event {
+        Some(Event {
             id: env.id.to_string(),
             kind: env.kind.to_string(),
             data: env.data.to_owned(),
             ts: env.ts,
             audience: env.users.map_or(Audience::All, Audience::Users),
-        };
-        self.hub.deliver(&event, None);
+        })
     }
 
     /// Subscribes once the subscriber is up, then watches the connection state and logs each
@@ -339,6 +345,24 @@ impl RedisBroker {
         Ok(fleet)
     }
 
+    /// The message for `event` on the broadcast channel.
+    fn envelope(&self, event: &Event) -> String {
+        let users = match &event.audience {
+            Audience::All => None,
+            Audience::Users(u) => Some(u.clone()),
+        };
+        let env = Envelope {
+            v: 1,
+            origin: &self.instance_id,
+            id: &event.id,
+            kind: &event.kind,
+            data: &event.data,
+            ts: event.ts,
+            users,
+        };
+        serde_json::to_string(&env).unwrap_or_default()
+    }
+
     fn local_fleet(&self) -> FleetStats {
         FleetStats { total_instances: 1, total_connections: self.hub.connection_count(), total_users: None }
     }
@@ -347,28 +371,19 @@ impl RedisBroker {
 impl Broker for RedisBroker {
     fn publish(&self, event: Event, accepted_at: Instant) -> BoxFuture<'_, Result<(), PublishError>> {
         async move {
-            self.hub.deliver(&event, Some(accepted_at));
-            if !self.connected() {
+            let payload = self.connected().then(|| self.envelope(&event));
+            // Local clients first: they never wait on Redis, and get events while it is away.
+            self.hub
+                .submit(event, Some(accepted_at))
+                .await
+                .map_err(|_| PublishError("the instance is stopping".into()))?;
+            let Some(payload) = payload else {
                 self.metrics.redis_publish_failures.inc();
                 return Ok(());
-            }
-            let users = match &event.audience {
-                Audience::All => None,
-                Audience::Users(u) => Some(u.clone()),
             };
-            let env = Envelope {
-                v: 1,
-                origin: &self.instance_id,
-                id: &event.id,
-                kind: &event.kind,
-                data: &event.data,
-                ts: event.ts,
-                users,
-            };
-            let payload = serde_json::to_string(&env).unwrap_or_default();
             if let Err(e) = self.publisher.publish::<i64, _, _>(self.channel.as_str(), payload).await {
                 self.metrics.redis_publish_failures.inc();
-                tracing::debug!(error = %e, event_id = %event.id, "Redis publish failed; delivered locally only");
+                tracing::debug!(error = %e, "Redis publish failed; delivered locally only");
             }
             Ok(())
         }
