@@ -182,29 +182,40 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
     drop(req);
     let peer = Peer { user: claims.sub, valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()) };
     let st2 = st.clone();
-    st.sessions.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
+    let session_rt = st.session_rt.clone();
+    st.sessions.spawn_on(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+                tracing::error!("upgraded connection is not a TCP stream");
                 return;
-            }
-        };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("upgraded connection is not a TCP stream");
-            return;
-        };
-        let stream = parts.io.into_inner();
-        // A client may pipeline its first frames behind the handshake; hyper has read them.
-        let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
-        drop(parts.read_buf);
-        let cfg = Some(st2.ws_config);
-        let ws = match early {
-            None => WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await,
-            Some(bytes) => WebSocketStream::from_partially_read(stream, bytes, Role::Server, cfg).await,
-        };
-        session::run(ws, st2.hub.clone(), peer, st2.session_settings).await;
-    });
+            };
+            // The socket moves from the HTTP runtime's reactor to the session runtime's.
+            let stream = match parts.io.into_inner().into_std().and_then(TcpStream::from_std) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hand the socket to the session runtime");
+                    return;
+                }
+            };
+            // A client may pipeline its first frames behind the handshake; hyper has read them.
+            let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+            drop(parts.read_buf);
+            let cfg = Some(st2.ws_config);
+            let ws = match early {
+                None => WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await,
+                Some(bytes) => WebSocketStream::from_partially_read(stream, bytes, Role::Server, cfg).await,
+            };
+            session::run(ws, st2.hub.clone(), peer, st2.session_settings).await;
+        },
+        &session_rt,
+    );
 
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -30,12 +30,27 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The HTTP server's own runtime: see `app::run_with` for why it is apart from the sessions.
+    let http_rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("wsgate-http")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wsgate: cannot start the HTTP runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let http = http_rt.handle().clone();
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
             .await
             .map_err(|e| format!("invalid setting LISTEN_ADDR: cannot listen on {}: {e}", cfg.listen_addr))?;
-        wsgate::app::run(cfg, listener, wsgate::app::shutdown_signal()).await
+        wsgate::app::run(cfg, listener, Some(http), wsgate::app::shutdown_signal()).await
     });
+    drop(http_rt);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
