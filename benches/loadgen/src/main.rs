@@ -123,6 +123,11 @@ struct Cli {
     /// Connections the gateway must report in /ws/stats before publishing; default = --conns.
     #[arg(long)]
     expect: Option<usize>,
+    /// Subscribers spread round-robin over these gateway addresses (comma-separated; a fleet
+    /// sharing Redis); publishes still go to --addr. Readiness then waits for the fleet's
+    /// `total_connections`. Default: --addr only.
+    #[arg(long, value_delimiter = ',')]
+    sub_addrs: Vec<SocketAddr>,
     /// Where the publisher runs: `thread` = a thread and runtime of its own, so the 202 is
     /// read as soon as it arrives; `main` = the main thread on the shared runtime (like
     /// floor-client's control connection), where the answer's readiness waits behind the
@@ -399,12 +404,14 @@ async fn connect_all(cli: &Cli, plan: Plan, st: Arc<Local>) -> Ready {
     let ok = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let progress = Arc::new(Notify::new());
-    let (tmo, users, hello, addr) = (cli.tmo(), cli.users(), cli.hello, cli.addr);
+    let (tmo, users, hello) = (cli.tmo(), cli.users(), cli.hello);
+    let addrs = if cli.sub_addrs.is_empty() { vec![cli.addr] } else { cli.sub_addrs.clone() };
     for i in 0..plan.n {
         let Ok(permit) = sem.clone().acquire_owned().await else { break };
         let (st, ok, failed, progress, key) = (st.clone(), ok.clone(), failed.clone(), progress.clone(), key.clone());
         let src = (cli.src_ips > 0).then(|| Ipv4Addr::new(127, 0, 0, (plan.src_base + i as u32 % cli.src_ips) as u8));
         let global_idx = plan.offset + i;
+        let addr = addrs[global_idx % addrs.len()];
         tokio::spawn(async move {
             let r = match user_token(&key, &format!("u{}", global_idx % users)) {
                 Ok(token) => match timeout(tmo, open(addr, src, &token)).await {
@@ -627,6 +634,10 @@ fn worker_args(cli: &Cli, plan: &Plan) -> Vec<String> {
     if cli.mode == Mode::Idle {
         a.push("--idle-worker".into());
     }
+    if !cli.sub_addrs.is_empty() {
+        a.push("--sub-addrs".into());
+        a.push(cli.sub_addrs.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","));
+    }
     a
 }
 
@@ -692,17 +703,18 @@ fn validate(cli: &Cli) -> Result<usize, String> {
     Ok(procs)
 }
 
-/// Polls `GET /ws/stats` until `local_connections >= expect`.
-async fn wait_stats(http: &mut http::Http, expect: usize, tmo: Duration) -> Result<u64, String> {
+/// Polls `GET /ws/stats` until `field >= expect` (`local_connections`, or the fleet's
+/// `total_connections` when subscribers are spread over several instances).
+async fn wait_stats(http: &mut http::Http, field: &str, expect: usize, tmo: Duration) -> Result<u64, String> {
     let t = Instant::now();
     loop {
         let last = match timeout(Duration::from_secs(5), http.request("GET", "/ws/stats", "", b"")).await {
             Ok(Ok(r)) if r.status == 200 => {
                 let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                match v.get("local_connections").and_then(|c| c.as_u64()) {
+                match v.get(field).and_then(|c| c.as_u64()) {
                     Some(c) if c >= expect as u64 => return Ok(c),
-                    Some(c) => format!("local_connections={c}"),
-                    None => format!("no local_connections in {}", shorten(&String::from_utf8_lossy(&r.body))),
+                    Some(c) => format!("{field}={c}"),
+                    None => format!("no {field} in {}", shorten(&String::from_utf8_lossy(&r.body))),
                 }
             }
             Ok(Ok(r)) => format!("HTTP {}", r.status),
@@ -799,6 +811,8 @@ struct PubParams {
     addr: SocketAddr,
     headers: String,
     expect: usize,
+    /// The /ws/stats field that must reach `expect`.
+    expect_field: &'static str,
     k: usize,
     warmup: usize,
     window: usize,
@@ -844,7 +858,7 @@ fn http_error(r: &http::Response, hinted_429: &mut bool) -> String {
 async fn publish_phase(p: PubParams, global: Arc<Global>) -> PubOutcome {
     let mut out = PubOutcome::default();
     let mut http = http::Http::new(p.addr);
-    if let Err(e) = wait_stats(&mut http, p.expect, p.tmo).await {
+    if let Err(e) = wait_stats(&mut http, p.expect_field, p.expect, p.tmo).await {
         eprintln!("{e}");
         out.abort = Some(3);
         return out;
@@ -1007,6 +1021,7 @@ async fn run_bench(cli: &Cli, global: &Arc<Global>, st: &Local, workers: &mut [W
         addr: cli.addr,
         headers: format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"),
         expect: cli.expect.unwrap_or(n),
+        expect_field: if cli.sub_addrs.len() > 1 { "total_connections" } else { "local_connections" },
         k,
         warmup,
         window,
