@@ -76,6 +76,8 @@ async fn metrics_expose_every_series_and_count_a_publish() {
     let _a = connect_user(&gw, "alice").await;
     let _b = connect_user(&gw, "bob").await;
     publish_ok(&gw, &publish_token(&gw.secret), json!({"type": "m"})).await;
+    // The 202 means "queued for fan-out"; the dispatcher counts the deliveries just after.
+    gw.wait_metric("wsgate_publish_enqueue_seconds_count", 1.0).await;
     let text = gw.metrics_text().await;
     for (s, v) in [
         ("wsgate_connections", 2.0),

@@ -26,5 +26,8 @@ async fn named_users_get_it_on_every_connection_and_nobody_else_does() {
         c.expect_event("marker").await;
     }
     // 6 targeted connections + 15 marker deliveries.
+    // Counted by the dispatcher once the whole fan-out is queued, which can be just after a
+    // client has its frame: wait for the count, then check it is exact.
+    gw.wait_metric("wsgate_deliveries_total", 21.0).await;
     assert_eq!(gw.metric("wsgate_deliveries_total").await, 21.0);
 }
