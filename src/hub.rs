@@ -35,6 +35,9 @@ struct Entry {
 /// Events waiting for the dispatcher. Bounded: when fan-out falls this far behind, `submit`
 /// waits, which slows publishers down (backpressure) instead of growing memory.
 const DISPATCH_QUEUE: usize = 4096;
+/// ...and bounded in bytes too, since one event may carry up to MAX_BODY_BYTES: the `data`
+/// of queued events may total at most this many KiB (4,096 events of 256 KiB would be 1 GiB).
+const DISPATCH_BUDGET_KIB: u32 = 64 * 1024;
 /// Most events the dispatcher takes in one batch; bounds how long the registry's read lock
 /// is held in one go (a batch of broadcasts to 10k sockets is still about a millisecond).
 const DISPATCH_BATCH: usize = 64;
@@ -43,6 +46,8 @@ const DISPATCH_BATCH: usize = 64;
 pub struct Pending {
     pub event: Event,
     pub accepted_at: Option<Instant>,
+    /// The event's share of the dispatch budget, returned when the batch is delivered.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The hub no longer takes events (its dispatcher is gone).
@@ -70,6 +75,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     instance_id: Arc<str>,
     dispatch_tx: mpsc::Sender<Pending>,
+    dispatch_budget: Arc<tokio::sync::Semaphore>,
     /// Taken by [`Hub::spawn_dispatcher`].
     dispatch_rx: Mutex<Option<mpsc::Receiver<Pending>>>,
 }
@@ -116,6 +122,7 @@ impl Hub {
             metrics,
             instance_id: instance_id.into(),
             dispatch_tx,
+            dispatch_budget: Arc::new(tokio::sync::Semaphore::new(DISPATCH_BUDGET_KIB as usize)),
             dispatch_rx: Mutex::new(Some(dispatch_rx)),
         })
     }
@@ -138,7 +145,10 @@ impl Hub {
     /// Hands an event to the dispatcher; resolves once it is queued for fan-out, in order
     /// after every event submitted before it. Waits while the dispatch queue is full.
     pub async fn submit(&self, event: Event, accepted_at: Option<Instant>) -> Result<(), HubClosed> {
-        self.dispatch_tx.send(Pending { event, accepted_at }).await.map_err(|_| HubClosed)
+        let kib = (event.data.get().len() / 1024) as u32 + 1;
+        let budget = self.dispatch_budget.clone().acquire_many_owned(kib.min(DISPATCH_BUDGET_KIB)).await;
+        let pending = Pending { event, accepted_at, _budget: Some(budget.map_err(|_| HubClosed)?) };
+        self.dispatch_tx.send(pending).await.map_err(|_| HubClosed)
     }
 
     pub fn instance_id(&self) -> &str {
@@ -216,7 +226,7 @@ impl Hub {
 
     /// Delivers one event now, on the caller's thread (tests; brokers use [`Hub::submit`]).
     pub fn deliver(&self, event: Event, accepted_at: Option<Instant>) -> Delivery {
-        self.deliver_batch(&[Pending { event, accepted_at }])
+        self.deliver_batch(&[Pending { event, accepted_at, _budget: None }])
     }
 
     /// Fans out a batch of events in order. Each frame is encoded once; a run of consecutive
@@ -340,6 +350,30 @@ mod tests {
         drop(a2);
         assert_eq!((h.connection_count(), h.user_count()), (1, 1));
         assert_eq!(h.user_connections("alice"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_dispatch_queue_is_bounded_in_bytes() {
+        let h = hub();
+        let reg = h.register("a");
+        let big = format!("\"{}\"", "x".repeat(1024 * 1024)); // 1 MiB + a little: 1,025 KiB
+        let event = |i: usize| Event {
+            id: format!("{i}"),
+            kind: "big".into(),
+            data: serde_json::value::RawValue::from_string(big.clone()).unwrap(),
+            ts: 0,
+            audience: Audience::All,
+        };
+        // Without a dispatcher nothing drains: 63 events fit the 64 MiB budget, the 64th waits.
+        for i in 0..63 {
+            h.submit(event(i), None).await.unwrap();
+        }
+        let blocked = tokio::time::timeout(std::time::Duration::from_millis(100), h.submit(event(63), None)).await;
+        assert!(blocked.is_err(), "a 64th MiB was accepted");
+        // Once the dispatcher delivers, the budget comes back.
+        h.spawn_dispatcher();
+        tokio::time::timeout(std::time::Duration::from_secs(10), h.submit(event(63), None)).await.unwrap().unwrap();
+        drop(reg);
     }
 
     #[test]
