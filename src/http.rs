@@ -6,7 +6,6 @@
 //! wrapper hides the TcpStream.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +47,7 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
     // task watches `shutdown` itself and the tracker waits for them.
     let conns = TaskTracker::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -64,7 +63,7 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
         let st = st.clone();
         let svc = service_fn(move |req| {
             let st = st.clone();
-            async move { Ok::<_, Infallible>(route(req, st, peer).await) }
+            async move { Ok::<_, Infallible>(route(req, st).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -88,7 +87,7 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
     let _ = tokio::time::timeout(HTTP_GRACE, conns.wait()).await;
 }
 
-async fn route(req: Request<Incoming>, st: Arc<AppState>, _peer: SocketAddr) -> Response<Body> {
+async fn route(req: Request<Incoming>, st: Arc<AppState>) -> Response<Body> {
     let path = req.uri().path();
     let allowed = match path {
         "/ws/tasks" | "/ws" | "/ws/stats" | "/live" | "/ready" | "/health" | "/metrics" => "GET",

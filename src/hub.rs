@@ -26,12 +26,6 @@ use crate::event::{now_ms, Audience, Event};
 use crate::metrics::Metrics;
 use crate::outbox::{Limits, Outbox, Push};
 
-/// One registered connection, as the hub sees it.
-struct Entry {
-    user: Arc<str>,
-    outbox: Arc<Outbox>,
-}
-
 /// Events waiting for the dispatcher. Bounded: when fan-out falls this far behind, `submit`
 /// waits, which slows publishers down (backpressure) instead of growing memory.
 const DISPATCH_QUEUE: usize = 4096;
@@ -56,7 +50,8 @@ pub struct HubClosed;
 
 #[derive(Default)]
 struct Registry {
-    conns: HashMap<u64, Entry>,
+    /// connection id → its outbox.
+    conns: HashMap<u64, Arc<Outbox>>,
     /// user → that user's connection ids (usually one or two, so a Vec beats a set).
     users: HashMap<Arc<str>, Vec<u64>>,
 }
@@ -172,7 +167,7 @@ impl Hub {
                 Some((k, _)) => k.clone(),
                 None => Arc::from(name),
             };
-            reg.conns.insert(id, Entry { user: user.clone(), outbox: outbox.clone() });
+            reg.conns.insert(id, outbox.clone());
             reg.users.entry(user.clone()).or_default().push(id);
             self.publish_counts(&reg);
             // Checked under the write lock: `close_all` takes the same lock after setting the
@@ -262,14 +257,6 @@ impl Hub {
         d
     }
 
-    /// Queues already encoded frames, all for `audience`, on every matching connection.
-    pub fn deliver_frame(&self, audience: &Audience, frame: &Utf8Bytes) -> Delivery {
-        let d = Self::fan_out(&self.read(), audience, std::slice::from_ref(frame));
-        self.metrics.deliveries.inc_by(d.queued as u64);
-        self.metrics.slow_consumer_closes.inc_by(d.slow as u64);
-        d
-    }
-
     fn fan_out(reg: &Registry, audience: &Audience, frames: &[Utf8Bytes]) -> Delivery {
         let bytes = frames.iter().map(|f| f.len()).sum();
         let mut d = Delivery::default();
@@ -279,13 +266,13 @@ impl Hub {
             Push::Closed => {}
         };
         match audience {
-            Audience::All => reg.conns.values().for_each(|e| push(&e.outbox)),
+            Audience::All => reg.conns.values().for_each(|o| push(o)),
             Audience::Users(users) => {
                 // `users` is deduplicated at parse time, so nobody is reached twice.
                 for u in users {
                     for id in reg.users.get(u.as_str()).into_iter().flatten() {
                         if let Some(e) = reg.conns.get(id) {
-                            push(&e.outbox);
+                            push(e);
                         }
                     }
                 }
@@ -299,17 +286,12 @@ impl Hub {
     pub fn close_all(&self, reason: Disconnect) -> usize {
         self.draining.store(true, Ordering::Release);
         let reg = self.write();
-        reg.conns.values().filter(|e| e.outbox.close(reason)).count()
+        reg.conns.values().filter(|o| o.close(reason)).count()
     }
 
     /// The connections of `user` on this instance.
     pub fn user_connections(&self, user: &str) -> usize {
         self.read().users.get(user).map_or(0, Vec::len)
-    }
-
-    /// The user a connection belongs to (for tests and diagnostics).
-    pub fn user_of(&self, id: u64) -> Option<Arc<str>> {
-        self.read().conns.get(&id).map(|e| e.user.clone())
     }
 }
 
@@ -322,6 +304,11 @@ mod tests {
 
     fn hub() -> Arc<Hub> {
         Hub::new(Limits { max_messages: 100, max_bytes: 1 << 20 }, Arc::new(Metrics::new()), "test")
+    }
+
+    fn event(id: &str, audience: Audience) -> Event {
+        let data = serde_json::value::RawValue::from_string("null".into()).unwrap();
+        Event { id: id.into(), kind: "t".into(), data, ts: 0, audience }
     }
 
     fn drained(r: &Registration) -> Vec<String> {
@@ -339,12 +326,12 @@ mod tests {
         let a2 = h.register("alice");
         let b = h.register("bob");
         assert_eq!((h.connection_count(), h.user_count()), (3, 2));
-        let d = h.deliver_frame(&Audience::Users(vec!["alice".into(), "carol".into()]), &"x".into());
+        let d = h.deliver(event("x", Audience::Users(vec!["alice".into(), "carol".into()])), None);
         assert_eq!(d.queued, 2);
-        assert_eq!(drained(&a1), ["x"]);
-        assert_eq!(drained(&a2), ["x"]);
+        assert_eq!(drained(&a1), [r#"{"id":"x","type":"t","data":null,"ts":0}"#]);
+        assert_eq!(drained(&a2), [r#"{"id":"x","type":"t","data":null,"ts":0}"#]);
         assert!(drained(&b).is_empty());
-        assert_eq!(h.deliver_frame(&Audience::All, &"y".into()).queued, 3);
+        assert_eq!(h.deliver(event("y", Audience::All), None).queued, 3);
         drop(a1);
         assert_eq!((h.connection_count(), h.user_count()), (2, 2));
         drop(a2);
