@@ -43,10 +43,13 @@ done
 
 # The demo page and the JS client are compiled into the binary (include_str!): build it when it
 # is missing, and let cargo rebuild it when they changed (a no-op when it is up to date).
-if [ ! -x "$ROOT/target/debug/wsgate" ]; then
-  echo "target/debug/wsgate not found: building it"
+# The tests run the binary of this build (CARGO_TARGET_DIR is honoured) unless WSGATE_BIN names one.
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ ! -x "$TARGET/debug/wsgate" ]; then
+  echo "$TARGET/debug/wsgate not found: building it"
 fi
 (cd "$ROOT" && cargo build -p wsgate --quiet)
+export WSGATE_BIN="${WSGATE_BIN:-$TARGET/debug/wsgate}"
 
 # Each run is bounded: a hung test file cannot hold the suite (each test has its own timeout too).
 echo "== clients/js: node --test test/"

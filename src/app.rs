@@ -71,7 +71,7 @@ impl AppState {
                 let _on_control = control_rt.map(|h| h.enter());
                 RedisBroker::start(&cfg, hub.clone(), metrics.clone())?
             }
-            None => Arc::new(MemoryBroker::new(hub.clone())),
+            None => Arc::new(MemoryBroker::new(hub.clone(), cfg.history, cfg.idempotency_window)),
         };
         Self::with_broker(cfg, hub, broker, metrics)
     }

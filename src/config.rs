@@ -141,6 +141,38 @@ pub struct Args {
     /// Tokio worker threads; 0 = one per core.
     #[arg(long, env = "WORKER_THREADS", value_name = "WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+
+    /// Events kept for resume (`since=`): the Redis stream is trimmed to about this many
+    /// (MAXLEN ~), the memory ring to exactly this many. 0 turns history off.
+    #[arg(long, env = "HISTORY_MAX_EVENTS", value_name = "HISTORY_MAX_EVENTS", default_value_t = 10_000)]
+    pub history_max_events: usize,
+
+    /// Events older than this are dropped from history (seconds).
+    #[arg(long, env = "HISTORY_MAX_AGE_SECS", value_name = "HISTORY_MAX_AGE_SECS", default_value_t = 3600)]
+    pub history_max_age_secs: u64,
+
+    /// Memory mode only: the history ring's bound on event data, in bytes (Redis mode keeps
+    /// history in Redis, bounded by count and age).
+    #[arg(long, env = "HISTORY_MAX_BYTES", value_name = "HISTORY_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub history_max_bytes: usize,
+
+    /// Redis mode: events accepted while Redis is unreachable, kept to append once it is back.
+    /// When full, publishes get 503.
+    #[arg(long, env = "REDIS_OUTBOX_MAX_EVENTS", value_name = "REDIS_OUTBOX_MAX_EVENTS", default_value_t = 10_000)]
+    pub redis_outbox_max_events: usize,
+
+    /// ...and their bound in bytes of event data.
+    #[arg(
+        long,
+        env = "REDIS_OUTBOX_MAX_BYTES",
+        value_name = "REDIS_OUTBOX_MAX_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub redis_outbox_max_bytes: usize,
+
+    /// How long an `Idempotency-Key` is remembered (seconds).
+    #[arg(long, env = "IDEMPOTENCY_WINDOW_SECS", value_name = "IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
+    pub idempotency_window_secs: u64,
 }
 
 /// How tokens are verified.
@@ -193,6 +225,20 @@ pub struct Config {
     pub ws_write_buffer_bytes: usize,
     pub demo_page: bool,
     pub worker_threads: usize,
+    pub history: HistoryLimits,
+    pub redis_outbox_max_events: usize,
+    pub redis_outbox_max_bytes: usize,
+    pub idempotency_window: Duration,
+}
+
+/// How much history is kept for resume.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryLimits {
+    /// 0 = history off.
+    pub max_events: usize,
+    pub max_age: Duration,
+    /// Memory mode only.
+    pub max_bytes: usize,
 }
 
 /// A setting with a value the gateway cannot run with. Displays as `SETTING: why`.
@@ -313,6 +359,14 @@ impl Config {
             ws_write_buffer_bytes,
             demo_page: a.demo_page,
             worker_threads: a.worker_threads,
+            history: HistoryLimits {
+                max_events: at_most("HISTORY_MAX_EVENTS", a.history_max_events as u64, 10_000_000)? as usize,
+                max_age: Duration::from_secs(at_least("HISTORY_MAX_AGE_SECS", a.history_max_age_secs, 1)?),
+                max_bytes: at_least("HISTORY_MAX_BYTES", a.history_max_bytes, 1024)?,
+            },
+            redis_outbox_max_events: at_least("REDIS_OUTBOX_MAX_EVENTS", a.redis_outbox_max_events, 1)?,
+            redis_outbox_max_bytes: at_least("REDIS_OUTBOX_MAX_BYTES", a.redis_outbox_max_bytes, 1024)?,
+            idempotency_window: Duration::from_secs(at_least("IDEMPOTENCY_WINDOW_SECS", a.idempotency_window_secs, 1)?),
         })
     }
 

@@ -27,8 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
-use crate::auth::{token_from_parts, AuthError};
+use crate::auth::{query_param, token_from_parts, AuthError};
+use crate::broker::{PublishError, PublishOptions};
 use crate::event::{now_ms, Event, PublishRequest};
+use crate::idempotency;
 use crate::session::{self, Peer};
 use crate::stats;
 
@@ -181,9 +183,10 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
     // Nothing of the request outlives the upgrade: the session task would otherwise keep its
     // headers (and hyper's read buffer, through `read_buf`) for the socket's whole life,
     // which is most of an idle connection's memory.
+    let since = req.uri().query().and_then(|q| query_param(q, "since"));
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
-    let peer = Peer { user: claims.sub, valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()) };
+    let peer = Peer { user: claims.sub, valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()), since };
     let st2 = st.clone();
     let session_rt = st.session_rt.clone();
     st.sessions.spawn_on(
@@ -215,7 +218,7 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
                 None => WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await,
                 Some(bytes) => WebSocketStream::from_partially_read(stream, bytes, Role::Server, cfg).await,
             };
-            session::run(ws, st2.hub.clone(), peer, st2.session_settings).await;
+            session::run(ws, st2.hub.clone(), st2.broker.clone(), peer, st2.session_settings).await;
         },
         &session_rt,
     );
@@ -284,15 +287,34 @@ async fn publish_inner(req: Request<Incoming>, st: &Arc<AppState>, accepted_at: 
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.0),
     };
+    let idempotency = match parts.headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match idempotency::parse_key(&claims.sub, v.as_bytes(), &bytes) {
+            Ok(k) => Some(k),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        },
+    };
+    // The ULID is the event's identity until the broker gives it its stream position.
     let event = Event { id: st.ids.next_id(), kind: req.kind, data: req.data, ts: now_ms(), audience: req.audience };
-    let id = event.id.clone();
-    if let Err(e) = st.broker.publish(event, accepted_at).await {
-        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &format!("event not accepted: {e}"));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+    let published = match st.broker.publish(event, PublishOptions { accepted_at, idempotency }).await {
+        Ok(p) => p,
+        Err(PublishError::KeyReused) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, &PublishError::KeyReused.to_string());
+        }
+        Err(e) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &format!("event not accepted: {e}"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+    };
+    let mut r = json_response(StatusCode::ACCEPTED, &json!({ "id": published.id }));
+    if published.replayed {
+        st.metrics.idempotent_replays.inc();
+        r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    } else {
+        st.metrics.events_published.inc();
     }
-    st.metrics.events_published.inc();
-    json_response(StatusCode::ACCEPTED, &json!({ "id": id }))
+    r
 }
 
 fn auth_error(st: &AppState, e: &AuthError) -> Response<Body> {

@@ -9,8 +9,10 @@
 //! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
 //! - [`http`]: hyper accept loop, routing, the publish endpoint, the WebSocket upgrade; JSON errors.
 //! - [`auth`]: JWT → `Claims`; typed `AuthError` whose reason is a metric label.
-//! - [`event`]: `Event`, its id (ULID), its audience, the publish body parser, the frame encoding.
+//! - [`event`]: `Event`, its audience, the publish body parser, the frame encoding.
+//! - [`idempotency`]: `Idempotency-Key` validation, body fingerprint, the local key store.
 //! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee) and its implementations.
+//! - [`history`]: stream ids (`<ms>-<seq>`), the memory history ring, what a resume replays.
 //! - [`hub`]: the local registry (user → connections), counts, `deliver(event)`: encode once, queue everywhere.
 //! - [`outbox`]: the bounded per-connection queue; overflow closes with 1013.
 //! - [`session`]: one WebSocket connection: register, select over outbox/reads/timer, teardown.
@@ -27,8 +29,10 @@ pub mod cli;
 pub mod config;
 pub mod disconnect;
 pub mod event;
+pub mod history;
 pub mod http;
 pub mod hub;
+pub mod idempotency;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub redis_bad_messages: Counter,
     /// Messages lost because the subscriber task fell behind fred's buffer.
     pub redis_messages_lost: Counter,
+    resumes: Family<Labels, Counter>,
+    pub replayed_events: Counter,
+    /// Times a subscriber found a hole in the stream ids and filled it from the stream.
+    pub history_gaps: Counter,
+    pub history_gap_events: Counter,
+    pub redis_outbox_events: Gauge,
+    pub redis_outbox_flushed: Counter,
+    pub idempotent_replays: Counter,
 }
 
 impl Default for Metrics {
@@ -66,6 +74,13 @@ impl Metrics {
             redis_messages_received: Counter::default(),
             redis_bad_messages: Counter::default(),
             redis_messages_lost: Counter::default(),
+            resumes: Family::default(),
+            replayed_events: Counter::default(),
+            history_gaps: Counter::default(),
+            history_gap_events: Counter::default(),
+            redis_outbox_events: Gauge::default(),
+            redis_outbox_flushed: Counter::default(),
+            idempotent_replays: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections on this instance", m.connections.clone());
@@ -111,6 +126,36 @@ impl Metrics {
             "Redis messages dropped because the subscriber fell behind",
             m.redis_messages_lost.clone(),
         );
+        registry.register("resumes", "Connections that asked to resume (since=), by result", m.resumes.clone());
+        registry.register("replayed_events", "Missed events sent to resuming connections", m.replayed_events.clone());
+        registry.register(
+            "history_gaps",
+            "Holes in the stream ids seen on the Redis subscription (or a lagging subscriber), filled from the stream",
+            m.history_gaps.clone(),
+        );
+        registry.register(
+            "history_gap_events",
+            "Events recovered from the stream to fill such holes",
+            m.history_gap_events.clone(),
+        );
+        registry.register(
+            "redis_outbox_events",
+            "Events accepted while Redis was unreachable, waiting to be appended",
+            m.redis_outbox_events.clone(),
+        );
+        registry.register(
+            "redis_outbox_flushed",
+            "Events appended to Redis from the outbox after a reconnect",
+            m.redis_outbox_flushed.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Publishes answered from an earlier one with the same Idempotency-Key",
+            m.idempotent_replays.clone(),
+        );
+        for r in ["recovered", "not_recovered"] {
+            let _ = m.resumes.get_or_create(&vec![("result", r)]);
+        }
         for r in AuthError::REASONS {
             let _ = m.auth_failures.get_or_create(&vec![("reason", r)]);
         }
@@ -128,6 +173,11 @@ impl Metrics {
         self.disconnects.get_or_create(&vec![("reason", d.reason())]).inc();
     }
 
+    pub fn resume(&self, recovered: bool) {
+        let r = if recovered { "recovered" } else { "not_recovered" };
+        self.resumes.get_or_create(&vec![("result", r)]).inc();
+    }
+
     pub fn publish_rejected(&self, status: u16) {
         let s: &'static str = match status {
             400 => "400",
@@ -135,6 +185,7 @@ impl Metrics {
             403 => "403",
             413 => "413",
             415 => "415",
+            422 => "422",
             429 => "429",
             503 => "503",
             _ => "other",

@@ -1,6 +1,6 @@
-//! One WebSocket connection: register in the hub, then one task selects over the outbox, the
-//! socket's readability and a single timer (ping, pong deadline, token expiry) until something
-//! ends it; then it tears down in a fixed order.
+//! One WebSocket connection: register in the hub, replay what a resuming client missed, then
+//! one task selects over the outbox, the socket's readability and a single timer (ping, pong
+//! deadline, token expiry) until something ends it; then it tears down in a fixed order.
 //!
 //! Reads are gated on the socket being readable instead of polling the WebSocket stream on
 //! every wake-up: tungstenite zero-fills its read buffer on each read attempt, so polling it
@@ -16,8 +16,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::broker::Broker;
 use crate::disconnect::Disconnect;
 use crate::event::now_ms;
+use crate::history::{frame_position, Replay, StreamId};
 use crate::hub::{Hub, Registration};
 use crate::outbox::{Drained, Push};
 
@@ -45,27 +47,47 @@ pub struct Peer {
     /// the handshake allowed, so that a token accepted at the handshake is never closed as
     /// expired the moment it connects.
     pub valid_until: u64,
+    /// The last event id the client saw, when it asks to resume (`since=`).
+    pub since: Option<String>,
 }
 
 const PONG: &str = r#"{"type":"pong"}"#;
 
 /// Runs a connection to its end.
-pub async fn run(mut ws: Socket, hub: Arc<Hub>, peer: Peer, settings: SessionSettings) {
+pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: Peer, settings: SessionSettings) {
     let started = Instant::now();
+    // Registered first, replayed second: every event after `since` is then either in the
+    // replay or queued in the outbox (or both; the outbox copy is dropped).
     let reg = hub.register(&peer.user);
     let conn_id = format!("{}-{}", hub.instance_id(), reg.id);
-    tracing::info!(user = %peer.user, conn_id = %conn_id, "connected");
+    tracing::info!(user = %peer.user, conn_id = %conn_id, since = peer.since.as_deref(), "connected");
 
-    let hello = serde_json::json!({
+    let replay = match &peer.since {
+        Some(since) => Some(broker.replay(since, &peer.user).await),
+        None => None,
+    };
+    let mut hello = serde_json::json!({
         "type": "connected",
         "connection_id": conn_id,
         "user": peer.user,
         "instance_id": hub.instance_id(),
-    })
-    .to_string();
-    // The first frame, written before anything from the outbox: events queued meanwhile wait.
-    let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::text(hello))).await {
-        Ok(Ok(())) => serve(&mut ws, &reg, expiry_instant(peer.valid_until), &settings).await,
+    });
+    // Where this connection starts in the stream: a client that gets no event before it drops
+    // resumes from here.
+    if let Some(position) = broker.position().await {
+        hello["last_id"] = position.into();
+    }
+    if let Some(r) = &replay {
+        let recovered = matches!(r, Replay::Recovered { .. });
+        hub.metrics().resume(recovered);
+        hello["recovered"] = recovered.into();
+    }
+    // The first frames, written before anything from the outbox: events queued meanwhile wait.
+    let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::text(hello.to_string()))).await {
+        Ok(Ok(())) => match send_replay(&mut ws, replay, &hub, &settings).await {
+            Ok(skip) => serve(&mut ws, &reg, expiry_instant(peer.valid_until), &settings, skip).await,
+            Err(reason) => reason,
+        },
         Ok(Err(_)) => Disconnect::Error,
         Err(_) => Disconnect::Slow,
     };
@@ -98,6 +120,26 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, peer: Peer, settings: SessionSet
     );
 }
 
+/// Writes a resume's missed events. Returns the stream position up to which live events in the
+/// outbox are already covered by the replay.
+async fn send_replay(
+    ws: &mut Socket,
+    replay: Option<Replay>,
+    hub: &Hub,
+    s: &SessionSettings,
+) -> Result<Option<StreamId>, Disconnect> {
+    let Some(Replay::Recovered { frames, upto }) = replay else { return Ok(None) };
+    hub.metrics().replayed_events.inc_by(frames.len() as u64);
+    let mut frames: VecDeque<Utf8Bytes> = frames.into();
+    while !frames.is_empty() {
+        // In chunks, each under the write timeout, so a long replay to a healthy client is
+        // not cut off while a stalled one still is.
+        let mut chunk: VecDeque<Utf8Bytes> = frames.drain(..frames.len().min(256)).collect();
+        tokio::time::timeout(s.write_timeout, write_batch(ws, &mut chunk)).await.unwrap_or(Err(Disconnect::Slow))?;
+    }
+    Ok(upto)
+}
+
 fn expiry_instant(exp_secs: u64) -> Instant {
     let now = now_ms();
     let left = (exp_secs.saturating_mul(1000)).saturating_sub(now);
@@ -118,7 +160,16 @@ async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
 }
 
 /// The main loop. Returns why the connection ends.
-async fn serve(ws: &mut Socket, reg: &Registration, expires: Instant, s: &SessionSettings) -> Disconnect {
+///
+/// `skip`: after a replay, live events up to this position were in it; they are dropped until
+/// the first later one arrives.
+async fn serve(
+    ws: &mut Socket,
+    reg: &Registration,
+    expires: Instant,
+    s: &SessionSettings,
+    mut skip: Option<StreamId>,
+) -> Disconnect {
     let mut batch: VecDeque<Utf8Bytes> = VecDeque::new();
     let mut last_heard = Instant::now();
     let mut ping_sent: Option<Instant> = None;
@@ -130,6 +181,12 @@ async fn serve(ws: &mut Socket, reg: &Registration, expires: Instant, s: &Sessio
             _ = reg.outbox.ready() => {
                 if let Drained::Closed(reason) = reg.outbox.drain(&mut batch) {
                     return reason;
+                }
+                if let Some(upto) = skip {
+                    batch.retain(|f| frame_position(f).map_or(true, |p| p > upto));
+                    if batch.iter().any(|f| frame_position(f).is_some()) {
+                        skip = None;
+                    }
                 }
                 if batch.is_empty() {
                     continue;

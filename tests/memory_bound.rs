@@ -15,7 +15,13 @@ const MAX_GROWTH_KIB: u64 = 20 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flooding_a_stuck_client_keeps_gateway_memory_bounded() {
-    let gw = Gateway::start(&[("OUTBOX_MAX_BYTES", "65536"), ("PUBLISH_RATE_PER_SEC", "0")]).await;
+    // History is bounded separately (HISTORY_MAX_BYTES); kept small so it does not hide the outbox.
+    let gw = Gateway::start(&[
+        ("OUTBOX_MAX_BYTES", "65536"),
+        ("PUBLISH_RATE_PER_SEC", "0"),
+        ("HISTORY_MAX_BYTES", "1048576"),
+    ])
+    .await;
     let token = publish_token(&gw.secret);
     let _stuck = RawClient::connect(&gw, &user_token(&gw.secret, "stuck", 3600), Some(4096)).await;
     // Warm-up, so buffers and allocator pools reach their working size before the baseline.

@@ -1,4 +1,4 @@
-//! The publish success path: 202 with a ULID, the event reaches a client with `data` equal to
+//! The publish success path: 202 with a stream id, the event reaches a client with `data` equal to
 //! what was posted, ids are unique and increase, and one keep-alive connection carries many
 //! publishes.
 
@@ -24,7 +24,7 @@ async fn the_posted_data_arrives_unchanged() {
     for data in values {
         let before = now_ms();
         let id = publish_ok(&gw, &publisher, json!({"type": "task.updated", "data": data})).await;
-        assert_ulid(&id);
+        assert_event_id(&id);
         let event = client.expect_event("task.updated").await;
         assert_eq!(event["id"], id.as_str());
         assert_eq!(event["data"], data);
@@ -42,7 +42,7 @@ async fn ids_are_unique_and_increase_for_sequential_publishes() {
     let gw = Gateway::start(&[]).await;
     let ids = publish_many(&gw, &publish_token(&gw.secret), 300, |i| json!({"type": "n", "data": i})).await;
     for pair in ids.windows(2) {
-        assert!(pair[0] < pair[1], "ids out of order: {} then {}", pair[0], pair[1]);
+        assert!(event_position(&pair[0]) < event_position(&pair[1]), "ids out of order: {} then {}", pair[0], pair[1]);
     }
 }
 
@@ -56,7 +56,7 @@ async fn one_keep_alive_connection_carries_many_publishes() {
         conn.send(&raw_publish_request(&gw, &token, &format!(r#"{{"type":"k","data":{i}}}"#))).await;
         let r = conn.read_response().await;
         assert_eq!(r.status, 202, "publish {i} on the shared connection:\n{}", r.head);
-        assert_ulid(r.body["id"].as_str().expect("id"));
+        assert_event_id(r.body["id"].as_str().expect("id"));
         assert_eq!(client.expect_event("k").await["data"], i);
     }
 }

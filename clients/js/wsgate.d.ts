@@ -25,7 +25,10 @@ export declare const State: Readonly<{
 
 /** One event as the gateway delivers it. */
 export interface WsgateEvent<T = unknown> {
-  /** Event id (a ULID): unique, ordered by time. */
+  /**
+   * Event id: a stream position `<ms>-<seq>` (e.g. "1718000000000-3"), ordered numerically by
+   * (ms, seq), not as a string. Give it back as `since` to resume after it.
+   */
   id: string;
   type: string;
   /** The publisher's JSON value. */
@@ -43,7 +46,10 @@ export interface ConnectedFrame {
   connection_id: string;
   user: string;
   instance_id: string;
-  /** Present when the gateway supports resume (`since=`). */
+  /**
+   * Only on a connection opened with `since=`: true when the events missed since then follow
+   * (then live ones), false when the gateway could not replay them (see onResync).
+   */
   recovered?: boolean;
   [extra: string]: unknown;
 }
@@ -61,6 +67,34 @@ export interface CloseInfo {
   timedOut?: boolean;
   /** The fatal error, when the client stops. */
   error?: WsgateError;
+}
+
+/** Why a connection could not pick up where the last one (or options.since) left off. */
+export type ResyncReason =
+  /** The gateway answered `recovered: false`: `since` is unknown, malformed, or older than its history (or history is off). */
+  | "not_recovered"
+  /** `since` was sent but the `connected` frame has no `recovered` field: a gateway without history. */
+  | "unsupported"
+  /** A reconnection without `since`: no event had been received yet (or `resume` is false). */
+  | "no_position";
+
+export interface ResyncInfo {
+  reason: ResyncReason;
+  /** The `since` sent, or null. */
+  since: string | null;
+  /** The `connected` frame of the new connection. */
+  frame: ConnectedFrame;
+}
+
+export interface ResumedInfo {
+  /** The `since` sent. */
+  since: string;
+  /**
+   * Events that arrived between the `connected` frame and the gateway's answer to a ping the
+   * client sends at once: the missed ones (and any published while the connection was set up).
+   */
+  missed: number;
+  frame: ConnectedFrame;
 }
 
 export type WsgateErrorCode =
@@ -115,8 +149,15 @@ export interface ConnectOptions {
   WebSocket?: WebSocketConstructor;
   /** Shorthand for client.on("*", onEvent). */
   onEvent?: (event: WsgateEvent) => void;
-  /** Every `connected` frame (first connection and each reconnection). */
+  /** Every `connected` frame (first connection and each reconnection); `frame.recovered` says how a resume went. */
   onOpen?: (frame: ConnectedFrame) => void;
+  /**
+   * A connection (after onOpen) that could not resume: events may have been missed, so reload
+   * the application's state. Not called for a first connection without `since`.
+   */
+  onResync?: (info: ResyncInfo) => void;
+  /** A connection that resumed (`recovered: true`), once the missed events have been delivered to the handlers. */
+  onResumed?: (info: ResumedInfo) => void;
   /** Every socket end, with what happens next. */
   onClose?: (info: CloseInfo) => void;
   /** Errors; `err.fatal` says whether the client stopped. */
@@ -131,12 +172,14 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Send `since=<lastEventId>` when reconnecting (the gateway's resume parameter). Default true. */
   resume?: boolean;
+  /** An event id to resume after on the first connection too (e.g. lastEventId saved before a page reload). */
+  since?: string;
 }
 
 export declare class WsgateClient {
   constructor(url: string | URL, options: ConnectOptions);
   readonly state: ClientState;
-  /** The id of the last event received, or null. */
+  /** The id of the last event received (options.since until one arrives), or null. Control frames never change it. */
   readonly lastEventId: string | null;
   /** The current (or last) `connected` frame, or null. */
   readonly connection: ConnectedFrame | null;

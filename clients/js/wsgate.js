@@ -8,7 +8,9 @@
 //   any other loss → reconnect; a refused upgrade (bad token) stops instead of looping;
 // - application ping every pingIntervalMs; silence after a ping → the connection is dead;
 // - dispatches events to handlers per type (`"*"` for all) and tracks the last event id,
-//   which it sends back as `since=` when it reconnects (the gateway's resume parameter).
+//   which it sends back as `since=` when it reconnects (the gateway's resume parameter);
+// - says how each reconnection went: onResumed (the gateway replayed what was missed) or
+//   onResync (it could not: the application must reload its state).
 
 /** Close codes the gateway uses. */
 export const CloseCode = Object.freeze({
@@ -84,6 +86,7 @@ export class WsgateClient {
   #closed = false;
   #lastEventId = null;
   #connection = null;
+  #opens = 0; // `connected` frames received
 
   constructor(url, options = {}) {
     if (!url) throw new TypeError("wsgate: connect(url, options) needs a url");
@@ -103,6 +106,10 @@ export class WsgateClient {
     this.#backoff = { ...DEFAULTS.backoff, ...(o.backoff ?? {}) };
     this.#token = o.token || null;
     this.#needToken = !this.#token;
+    if (o.since != null && o.since !== "") {
+      if (typeof o.since !== "string") throw new TypeError("wsgate: options.since must be an event id (a string)");
+      this.#lastEventId = o.since; // resume from a persisted id on the first connection too
+    }
     if (typeof o.onEvent === "function") this.on("*", o.onEvent);
     // Start on a later tick so the caller can attach handlers first.
     Promise.resolve().then(() => this.#open());
@@ -113,7 +120,7 @@ export class WsgateClient {
     return this.#state;
   }
 
-  /** The id of the last event received, or null. */
+  /** The id of the last event received (or options.since until one is), or null. */
   get lastEventId() {
     return this.#lastEventId;
   }
@@ -182,15 +189,17 @@ export class WsgateClient {
       freshToken = true;
     }
 
+    const since = this.#resumeFrom();
     let ws;
     try {
-      ws = new this.#WebSocket(this.#buildUrl());
+      ws = new this.#WebSocket(this.#buildUrl(since));
     } catch (err) {
       // A malformed URL: no retry can fix it.
       this.#fail(new WsgateError("invalid_url", `cannot open a WebSocket: ${err?.message ?? err}`, { cause: err }));
       return;
     }
-    const s = { ws, opened: false, connected: false, status: undefined, error: undefined, freshToken };
+    const s = { ws, opened: false, connected: false, status: undefined, error: undefined, freshToken, since };
+    s.replay = null; // after a recovered resume, until the pong that follows the missed events
     s.pingTimer = s.pongTimer = s.connectTimer = s.errorTimer = null;
     this.#sock = s;
 
@@ -236,14 +245,19 @@ export class WsgateClient {
     };
   }
 
-  #buildUrl() {
+  /** The `since=` of the next attempt: the last event id, unless resume is off. */
+  #resumeFrom() {
+    const resume = this.#opts.resume ?? DEFAULTS.resume;
+    return resume && this.#lastEventId != null ? this.#lastEventId : null;
+  }
+
+  #buildUrl(since) {
     const base = globalThis.location?.href;
     const u = new URL(String(this.#url), base);
     if (u.protocol === "http:") u.protocol = "ws:";
     else if (u.protocol === "https:") u.protocol = "wss:";
     u.searchParams.set("token", this.#token);
-    const resume = this.#opts.resume ?? DEFAULTS.resume;
-    if (resume && this.#lastEventId != null) u.searchParams.set("since", this.#lastEventId);
+    if (since != null) u.searchParams.set("since", since);
     return u.toString();
   }
 
@@ -261,8 +275,11 @@ export class WsgateClient {
       return;
     }
     if (!msg || typeof msg !== "object") return;
+    // Only event frames carry an `id`; control frames (connected, pong, error, ...) never move
+    // lastEventId.
     if (typeof msg.id === "string" && typeof msg.type === "string") {
       this.#lastEventId = msg.id;
+      if (s.replay) s.replay.missed += 1;
       this.#dispatch(msg);
       return;
     }
@@ -271,6 +288,13 @@ export class WsgateClient {
         this.#onConnected(s, msg);
         break;
       case "pong":
+        if (s.replay) {
+          // The gateway writes the missed events before it reads anything from the client, so
+          // the answer to the ping sent at `connected` comes after the last of them.
+          const { since, missed } = s.replay;
+          s.replay = null;
+          this.#emit("onResumed", { since, missed, frame: this.#connection });
+        }
         break;
       case "error":
         this.#report(new WsgateError("server_error", `gateway: ${msg.error}${msg.message ? `: ${msg.message}` : ""}`, { frame: msg }));
@@ -287,6 +311,7 @@ export class WsgateClient {
     this.#everConnected = true;
     this.#attempt = 0;
     this.#connection = msg;
+    this.#opens += 1;
     this.#setState(State.OPEN);
     const every = this.#opts.pingIntervalMs ?? DEFAULTS.pingIntervalMs;
     if (every > 0) {
@@ -306,6 +331,32 @@ export class WsgateClient {
       }, every);
     }
     this.#emit("onOpen", msg);
+    this.#afterResume(s, msg);
+  }
+
+  /**
+   * Tells the application how this connection picks up from the last one: resumed (the missed
+   * events follow) or not (onResync: its state may lack events, it must reload it).
+   */
+  #afterResume(s, msg) {
+    if (this.#sock !== s) return; // onOpen closed the client
+    // Unless missed events follow, the stream position the gateway starts this connection at
+    // is where the next reconnection resumes from (even if no event arrives before it).
+    if (msg.recovered !== true && typeof msg.last_id === "string") this.#lastEventId = msg.last_id;
+    if (msg.recovered === true && s.since != null) {
+      s.replay = { since: s.since, missed: 0 };
+      try {
+        s.ws.send(PING_FRAME); // its pong marks the end of the missed events
+      } catch {
+        s.replay = null; // the close event follows
+      }
+      return;
+    }
+    let reason;
+    if (s.since != null) reason = msg.recovered === false ? "not_recovered" : "unsupported";
+    else if (this.#opens > 1) reason = "no_position"; // a reconnection with nothing to resume from
+    else return; // a first connection without `since`: nothing was missed yet
+    this.#emit("onResync", { reason, since: s.since, frame: msg });
   }
 
   #dispatch(event) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Python client's tests against the real gateway binary.
 # Creates clients/python/.venv if missing, installs the package with its test extras, builds
-# target/debug/wsgate if it is missing, then runs pytest (extra arguments go to pytest).
+# target/debug/wsgate (under $CARGO_TARGET_DIR when set) if it is missing and $WSGATE_BIN does
+# not name another binary, then runs pytest (extra arguments go to pytest).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,11 +31,12 @@ fi
 # Quiet, and skip the network round trip when everything is already installed.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here[test]"
 
-if [[ ! -x "$root/target/debug/wsgate" ]]; then
+target="${CARGO_TARGET_DIR:-$root/target}"
+if [[ -z "${WSGATE_BIN:-}" && ! -x "$target/debug/wsgate" ]]; then
     echo "test.sh: building the gateway (cargo build -p wsgate)" >&2
     (cd "$root" && cargo build -p wsgate)
 fi
 
 cd "$here"
-export WSGATE_BIN="${WSGATE_BIN:-$root/target/debug/wsgate}"
+export WSGATE_BIN="${WSGATE_BIN:-$target/debug/wsgate}"
 exec "$venv/bin/python" -m pytest "$@"

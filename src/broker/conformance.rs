@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::memory::MemoryBroker;
 use super::redis::RedisBroker;
-use super::Broker;
+use super::{Broker, PublishError, PublishOptions, Published};
 use crate::config::Config;
 use crate::event::{now_ms, Audience, Event, IdGenerator};
+use crate::history::{Replay, StreamId};
 use crate::hub::{Hub, Registration};
+use crate::idempotency::parse_key;
 use crate::metrics::Metrics;
 use crate::outbox::{Drained, Limits};
 
@@ -33,6 +35,30 @@ fn hub(id: &str) -> Arc<Hub> {
 fn event(ids: &IdGenerator, kind: &str, audience: Audience) -> Event {
     let data = serde_json::value::RawValue::from_string(format!("{{\"k\":{:?}}}", kind)).unwrap();
     Event { id: ids.next_id(), kind: kind.to_string(), data, ts: now_ms(), audience }
+}
+
+fn now() -> PublishOptions {
+    PublishOptions { accepted_at: Instant::now(), idempotency: None }
+}
+
+fn keyed(key: &str, body: &str) -> PublishOptions {
+    PublishOptions {
+        accepted_at: Instant::now(),
+        idempotency: Some(parse_key("svc", key.as_bytes(), body.as_bytes()).unwrap()),
+    }
+}
+
+/// The types of the replayed events, or `None` when not recovered.
+fn replayed(r: Replay) -> Option<Vec<String>> {
+    match r {
+        Replay::Recovered { frames, .. } => Some(
+            frames
+                .iter()
+                .map(|f| serde_json::from_str::<serde_json::Value>(f).unwrap()["type"].as_str().unwrap().to_string())
+                .collect(),
+        ),
+        Replay::NotRecovered => None,
+    }
 }
 
 /// Frames received by `reg` until `n` have arrived or `WAIT` passes.
@@ -72,7 +98,7 @@ async fn suite(fleet: &[Instance]) {
 
     // Broadcast from each instance: every connection everywhere, exactly once.
     for (n, inst) in fleet.iter().enumerate() {
-        inst.broker.publish(event(&ids, &format!("all-{n}"), Audience::All), Instant::now()).await.unwrap();
+        inst.broker.publish(event(&ids, &format!("all-{n}"), Audience::All), now()).await.unwrap();
     }
     for (a1, a2, b) in &regs {
         for r in [a1, a2, b] {
@@ -86,7 +112,7 @@ async fn suite(fleet: &[Instance]) {
 
     // Targeted from the last instance: alice's connections everywhere, nobody else.
     let last = fleet.last().unwrap();
-    last.broker.publish(event(&ids, "for-alice", Audience::Users(vec!["alice".into()])), Instant::now()).await.unwrap();
+    last.broker.publish(event(&ids, "for-alice", Audience::Users(vec!["alice".into()])), now()).await.unwrap();
     for (a1, a2, b) in &regs {
         assert_eq!(receive(a1, 1).await, ["for-alice"]);
         assert_eq!(receive(a2, 1).await, ["for-alice"]);
@@ -96,12 +122,65 @@ async fn suite(fleet: &[Instance]) {
     // Order: sequential publishes through one instance arrive in order everywhere.
     let first = &fleet[0];
     let n = 300;
+    let mut published = Vec::new();
     for i in 0..n {
-        first.broker.publish(event(&ids, &format!("seq-{i:04}"), Audience::All), Instant::now()).await.unwrap();
+        let p = first.broker.publish(event(&ids, &format!("seq-{i:04}"), Audience::All), now()).await.unwrap();
+        published.push(p.id.parse::<StreamId>().expect("ids are stream positions"));
     }
+    assert!(published.windows(2).all(|w| w[0] < w[1]), "ids do not increase with publish order");
     let want: Vec<String> = (0..n).map(|i| format!("seq-{i:04}")).collect();
-    for (_, _, b) in &regs {
-        assert_eq!(receive(b, n).await, want);
+    for (a1, a2, b) in &regs {
+        for r in [a1, a2, b] {
+            assert_eq!(receive(r, n).await, want);
+        }
+    }
+
+    // One order for all: events published concurrently through every instance arrive in the
+    // same order at every connection, the order of their ids.
+    let sends = fleet.iter().enumerate().flat_map(|(k, inst)| {
+        let ids = &ids;
+        (0..20).map(move |i| inst.broker.publish(event(ids, &format!("mix-{k}-{i}"), Audience::All), now()))
+    });
+    let mut mixed: Vec<(StreamId, String)> = Vec::new();
+    for (j, r) in futures_util::future::join_all(sends).await.into_iter().enumerate() {
+        mixed.push((r.unwrap().id.parse().unwrap(), format!("mix-{}-{}", j / 20, j % 20)));
+    }
+    mixed.sort();
+    let want: Vec<String> = mixed.into_iter().map(|(_, k)| k).collect();
+    for (a1, a2, b) in &regs {
+        for r in [a1, a2, b] {
+            assert_eq!(receive(r, want.len()).await, want, "connections disagree on the order");
+        }
+    }
+
+    // Resume: every instance can replay what followed an id, for the user it is asked for.
+    let since = published[n - 3].to_string();
+    last.broker.publish(event(&ids, "for-bob", Audience::Users(vec!["bob".into()])), now()).await.unwrap();
+    for inst in fleet {
+        let got = replayed(inst.broker.replay(&since, "alice").await).expect("recent history is recoverable");
+        assert_eq!(got[..2], ["seq-0298", "seq-0299"]);
+        assert_eq!(got.len(), 2 + want.len(), "alice's replay: {got:?}");
+        let got = replayed(inst.broker.replay(&since, "bob").await).unwrap();
+        assert_eq!(got.last().map(String::as_str), Some("for-bob"));
+        assert_eq!(replayed(inst.broker.replay("not-an-id", "bob").await), None);
+        assert_eq!(replayed(inst.broker.replay("1-0", "bob").await), None, "ids older than the history");
+    }
+    for (a1, a2, b) in &regs {
+        assert_eq!(receive(b, 1).await, ["for-bob"]);
+        assert!(quiet(a1).await.is_empty() && quiet(a2).await.is_empty());
+    }
+
+    // Idempotency: a retry (through any instance) gets the first id and publishes nothing.
+    let p1 = first.broker.publish(event(&ids, "once", Audience::All), keyed("k1", "body")).await.unwrap();
+    assert!(!p1.replayed);
+    let p2 = last.broker.publish(event(&ids, "once", Audience::All), keyed("k1", "body")).await.unwrap();
+    assert_eq!(p2, Published { id: p1.id.clone(), replayed: true });
+    let p3 = last.broker.publish(event(&ids, "once", Audience::All), keyed("k1", "other body")).await;
+    assert_eq!(p3, Err(PublishError::KeyReused));
+    for (a1, _, _) in &regs {
+        let got = receive(a1, 1).await;
+        assert_eq!(got, ["once"]);
+        assert!(quiet(a1).await.is_empty(), "an idempotent retry was delivered again");
     }
 
     // Fleet totals: every instance sees every connection (heartbeats may lag a period).
@@ -125,7 +204,8 @@ async fn suite(fleet: &[Instance]) {
 #[tokio::test]
 async fn memory_broker_meets_the_contract() {
     let h = hub("solo");
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(h.clone()));
+    let cfg = Config::for_tests("s");
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(h.clone(), cfg.history, cfg.idempotency_window));
     suite(&[Instance { hub: h, broker }]).await;
 }
 

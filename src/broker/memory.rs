@@ -1,33 +1,65 @@
-//! The single-instance broker: publish hands the event straight to the local hub.
+//! The single-instance broker: the history ring gives each event its id and keeps it, then the
+//! event goes straight to the local hub.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use tokio::sync::Mutex;
 
-use super::{Broker, BrokerStatus, FleetStats, PublishError};
+use super::{Broker, BrokerStatus, FleetStats, PublishError, PublishOptions, Published};
+use crate::config::HistoryLimits;
 use crate::event::Event;
+use crate::history::{MemoryHistory, Replay};
 use crate::hub::Hub;
+use crate::idempotency::{LocalStore, Seen};
 
 pub struct MemoryBroker {
     hub: Arc<Hub>,
+    /// Held from giving an event its id until it is in the dispatch queue, so the hub sees
+    /// events in id order. A tokio Mutex: `submit` may wait while the dispatch queue is full.
+    state: Mutex<State>,
+}
+
+struct State {
+    history: MemoryHistory,
+    keys: LocalStore,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        MemoryBroker { hub }
+    pub fn new(hub: Arc<Hub>, history: HistoryLimits, idempotency_window: std::time::Duration) -> Self {
+        let state = State { history: MemoryHistory::new(history), keys: LocalStore::new(idempotency_window) };
+        MemoryBroker { hub, state: Mutex::new(state) }
     }
 }
 
 impl Broker for MemoryBroker {
-    fn publish(&self, event: Event, accepted_at: Instant) -> BoxFuture<'_, Result<(), PublishError>> {
-        // Returns once the event is in the hub's dispatch queue: sequential publishes keep
-        // their order through that one queue.
+    fn publish(&self, mut event: Event, opts: PublishOptions) -> BoxFuture<'_, Result<Published, PublishError>> {
         async move {
-            self.hub.submit(event, Some(accepted_at)).await.map_err(|_| PublishError("the instance is stopping".into()))
+            let mut st = self.state.lock().await;
+            if let Some(key) = &opts.idempotency {
+                match st.keys.check(key) {
+                    Seen::New => {}
+                    Seen::Replay(id) => return Ok(Published { id, replayed: true }),
+                    Seen::Conflict => return Err(PublishError::KeyReused),
+                }
+            }
+            let id = st.history.append(&mut event).to_string();
+            if let Some(key) = &opts.idempotency {
+                st.keys.remember(key, &id);
+            }
+            self.hub.submit(event, Some(opts.accepted_at)).await.map_err(|_| PublishError::stopping())?;
+            Ok(Published { id, replayed: false })
         }
         .boxed()
+    }
+
+    fn replay<'a>(&'a self, since: &'a str, user: &'a str) -> BoxFuture<'a, Replay> {
+        async move { self.state.lock().await.history.replay(since, user, usize::MAX) }.boxed()
+    }
+
+    fn position(&self) -> BoxFuture<'_, Option<String>> {
+        async move { self.state.lock().await.history.last().map(|id| id.to_string()) }.boxed()
     }
 
     fn fleet_stats(&self) -> BoxFuture<'_, FleetStats> {

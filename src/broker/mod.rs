@@ -2,13 +2,12 @@
 //!
 //! # Delivery guarantee
 //!
-//! [`Broker::publish`] returns `Ok` once the event has been handed to the transport that
-//! carries it to every instance (for the memory broker: once it is queued on every local
-//! socket). Each instance's hub then receives each event at most once and queues it on each
-//! targeted local connection exactly once. Events published one after another through one
-//! instance reach every hub, and so every connection, in publish order. Delivery is at most
-//! once: an event is not stored, so a connection that is not open when it is delivered misses
-//! it (history and resume extend this later).
+//! [`Broker::publish`] gives the event its stream position (its id, see [`crate::history`]) and
+//! returns `Ok` once the event is kept: appended to the history (memory ring or Redis stream)
+//! and queued for every instance's hub, or, in Redis mode while Redis is away, delivered
+//! locally and held in a bounded outbox to be appended once Redis is back. Each instance's hub
+//! receives each event once and queues it on each targeted local connection exactly once, in
+//! stream order. A connection that was away asks [`Broker::replay`] for what it missed.
 //!
 //! Implementations: [`memory::MemoryBroker`] (one instance, no external service) and
 //! [`redis::RedisBroker`] (many instances through Redis pub/sub; it documents its wire format).
@@ -23,6 +22,8 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 use crate::event::Event;
+use crate::history::Replay;
+use crate::idempotency::IdemKey;
 
 /// The fleet as one instance sees it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -46,20 +47,62 @@ pub struct BrokerStatus {
     pub redis_state: &'static str,
 }
 
-/// Why a publish was not accepted (the HTTP layer answers 503).
-#[derive(Debug)]
-pub struct PublishError(pub String);
+/// How a publish is to be done.
+pub struct PublishOptions {
+    /// When the HTTP layer accepted the event, for latency metrics.
+    pub accepted_at: std::time::Instant,
+    pub idempotency: Option<IdemKey>,
+}
+
+/// An accepted event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    /// True when this is the answer of an earlier publish with the same `Idempotency-Key`.
+    pub replayed: bool,
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PublishError {
+    /// The event cannot be kept now (503 with `Retry-After`).
+    Unavailable(String),
+    /// The `Idempotency-Key` was used before with another body (422).
+    KeyReused,
+}
 
 impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            PublishError::Unavailable(m) => f.write_str(m),
+            PublishError::KeyReused => {
+                f.write_str("Idempotency-Key was already used with a different body within the window")
+            }
+        }
+    }
+}
+
+impl PublishError {
+    pub fn stopping() -> PublishError {
+        PublishError::Unavailable("the instance is stopping".into())
     }
 }
 
 pub trait Broker: Send + Sync + 'static {
-    /// Hands `event` to every instance's hub, this one included (see the module docs for the
-    /// guarantee). `accepted_at` is when the HTTP layer accepted it, for latency metrics.
-    fn publish(&self, event: Event, accepted_at: std::time::Instant) -> BoxFuture<'_, Result<(), PublishError>>;
+    /// Gives `event` its id, keeps it and hands it to every instance's hub, this one included
+    /// (see the module docs for the guarantee). The id `event` arrives with is a ULID, kept as
+    /// the event's identity for de-duplication and logs.
+    fn publish(&self, event: Event, opts: PublishOptions) -> BoxFuture<'_, Result<Published, PublishError>>;
+
+    /// The events after `since` addressed to `user`, if every event after `since` is still
+    /// kept. Called after the connection is registered, so nothing falls between the replay
+    /// and the live events (the session drops live events the replay already holds).
+    fn replay<'a>(&'a self, since: &'a str, user: &'a str) -> BoxFuture<'a, Replay>;
+
+    /// The id of the newest event this instance has handed to its hub, if it knows one. A
+    /// connection registered before this call receives every later event, so a client that
+    /// gets no event before it drops can resume from here (`connected` carries it).
+    fn position(&self) -> BoxFuture<'_, Option<String>>;
 
     /// Connection and instance totals across the fleet.
     fn fleet_stats(&self) -> BoxFuture<'_, FleetStats>;

@@ -1,24 +1,42 @@
-//! The Redis broker: many instances, one audience (fred).
+//! The Redis broker: many instances, one audience, one ordered history (fred).
 //!
 //! # Wire format
 //!
-//! Every event is published once to the channel `{prefix}broadcast:all` as one JSON object:
+//! Every event is appended to the stream `{prefix}stream:all` (field `e`, trimmed with
+//! `MAXLEN ~ HISTORY_MAX_EVENTS` and by age) and published to the channel
+//! `{prefix}broadcast:all` in one atomic step, a Lua script ([`PUBLISH_SCRIPT`]), so an event
+//! is either in both or in neither. The stream entry holds the envelope:
 //!
 //! ```json
-//! {"v":1,"origin":"<instance id>","id":"<ULID>","type":"...","data":<JSON>,"ts":<ms>,"users":["u1"]}
+//! {"v":2,"origin":"<instance id>","eid":"<ULID>","type":"...","data":<JSON>,"ts":<ms>,"users":["u1"]}
 //! ```
 //!
-//! `users` is absent for a broadcast. Redis work per event is one PUBLISH, whatever the number
-//! of instances or sockets; each instance's subscriber task hands the event to its hub, which
-//! encodes the client frame once and fans it out locally.
+//! and the channel message is the same object with the entry's id and its predecessor's first:
+//! `{"sid":"<stream id>","prev":"<previous stream id>","v":2,...}`. `users` is absent for a
+//! broadcast; `pre` names the instance that already delivered the event to its own clients
+//! (events accepted while Redis was away). Redis work per event: one script call, whatever
+//! the number of instances or sockets.
 //!
-//! # Delivery
+//! # Delivery and order
 //!
-//! The publishing instance delivers to its own sockets first, before it talks to Redis, and
-//! skips its own messages when they come back on the subscription: local clients get each
-//! event exactly once and never wait on a Redis round trip, and they keep getting events while
-//! Redis is away. An event published while Redis is unreachable reaches this instance's clients
-//! only (counted in `wsgate_redis_publish_failures_total`); other instances miss it.
+//! Every instance, the publishing one included, delivers stream events from its subscription,
+//! in stream order: the stream id is the event id, and all instances agree on the order. The
+//! subscriber remembers the last id it delivered; a message whose `prev` is newer than that
+//! means a message was missed (a lagging subscriber, a dropped connection), and the hole is
+//! filled from the stream with XRANGE before anything later is delivered
+//! (`wsgate_history_gaps_total`). After every reconnect the subscriber also catches up from the
+//! stream. Messages already delivered are skipped by id, so nothing arrives twice.
+//!
+//! # Losing Redis
+//!
+//! Both clients reconnect forever with exponential backoff (fred's `ReconnectPolicy`), dead
+//! connections are detected by fred's unresponsive timeout, and the subscriber resubscribes
+//! after each reconnect (`manage_subscriptions`). While Redis is unreachable an accepted event
+//! is delivered to local clients at once (with its ULID as id: it has no stream position yet)
+//! and kept in a bounded outbox; once Redis is back the outbox is appended in order, marked
+//! `pre`, so this instance's clients do not get those events twice. A full outbox makes
+//! publishes fail with 503 instead of accepting events that would be dropped. A supervisor
+//! task watches the connection state and logs each transition once.
 //!
 //! # Heartbeats
 //!
@@ -27,15 +45,9 @@
 //! `{prefix}instances` with an `expires_at` inside. `/ws/stats` reads that one hash (HGETALL,
 //! never KEYS), sums the entries that have not expired and deletes those that have; the result
 //! is cached for a fraction of a period, so polling it often costs Redis nothing more.
-//!
-//! # Losing Redis
-//!
-//! Both clients reconnect forever with exponential backoff (fred's `ReconnectPolicy`), dead
-//! connections are detected by fred's unresponsive timeout, and the subscriber resubscribes
-//! after each reconnect (`manage_subscriptions`). A supervisor task watches the connection
-//! state and logs each transition once.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,18 +55,22 @@ use std::time::{Duration, Instant};
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::config::{TcpConfig, UnresponsiveConfig};
+use fred::types::scripts::Script;
 use fred::types::Expiration;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerStatus, FleetStats, PublishError};
-use crate::config::{redact_url, Config as AppConfig};
+use super::{Broker, BrokerStatus, FleetStats, PublishError, PublishOptions, Published};
+use crate::config::{redact_url, Config as AppConfig, HistoryLimits};
 use crate::event::{now_ms, Audience, Event};
-use crate::hub::Hub;
+use crate::history::{addressed_to, Replay, StreamId};
+use crate::hub::{Hub, HubClosed};
+use crate::idempotency::{IdemKey, LocalStore, Seen};
 use crate::metrics::Metrics;
 
 /// Commands that take longer than this fail, so a publish never hangs on a sick Redis.
@@ -66,25 +82,178 @@ const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(3);
 const MESSAGE_BUFFER: usize = 16 * 1024;
 /// How often the supervisor samples the connection state.
 const STATE_POLL: Duration = Duration::from_millis(200);
+/// Stream entries read per XRANGE when filling a gap.
+const FILL_PAGE: usize = 1000;
+/// `MAXLEN ~` trims whole stream nodes (100 entries by default), so the stream may hold a
+/// little more than asked: a replay reads this many extra before calling itself truncated.
+const TRIM_SLACK: usize = 1000;
 
 const DISABLED: u8 = 0;
 const CONNECTING: u8 = 1;
 const CONNECTED: u8 = 2;
 const DISCONNECTED: u8 = 3;
 
-/// The message on `{prefix}broadcast:all`.
+/// Appends an event and publishes it, atomically, honouring an idempotency key.
+///
+/// KEYS: stream, idempotency key (the stream again when there is none).
+/// ARGV: channel, envelope JSON (an object), MAXLEN, max age in ms, key fingerprint ("" for
+/// none), key window in ms, an event ULID to look for among the newest entries first ("" for
+/// none). Returns `{"new"|"dup"|"conflict", id}`.
+const PUBLISH_SCRIPT: &str = r#"
+if ARGV[7] ~= '' then
+  local needle = '"eid":"' .. ARGV[7] .. '"'
+  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1000)) do
+    if string.find(entry[2][2], needle, 1, true) then return {'dup', entry[1]} end
+  end
+end
+if ARGV[5] ~= '' then
+  local prior = redis.call('GET', KEYS[2])
+  if prior then
+    local sep = string.find(prior, ' ', 1, true)
+    if string.sub(prior, 1, sep - 1) == ARGV[5] then
+      return {'dup', string.sub(prior, sep + 1)}
+    end
+    return {'conflict', ''}
+  end
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if #last > 0 then prev = last[1][1] end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+local age = tonumber(ARGV[4])
+if age > 0 then
+  local t = redis.call('TIME')
+  local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
+  if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', cutoff) end
+end
+redis.call('PUBLISH', ARGV[1], '{"sid":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(ARGV[2], 2))
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[5] .. ' ' .. id, 'PX', ARGV[6])
+end
+return {'new', id}
+"#;
+
+/// The entries after `since` if every entry after it is still in the stream, else nil.
+///
+/// KEYS: stream. ARGV: since (a valid stream id), most entries to return.
+const REPLAY_SCRIPT: &str = r#"
+local function older(a, b)
+  local da = string.find(a, '-', 1, true)
+  local db = string.find(b, '-', 1, true)
+  local am, bm = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  if am ~= bm then return am < bm end
+  return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
+end
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #first == 0 or older(ARGV[1], first[1][1]) or older(last[1][1], ARGV[1]) then
+  return false
+end
+return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+"#;
+
+/// The event as stored in the stream, and (with `sid` and `prev`) as sent on the channel.
 #[derive(Serialize, Deserialize)]
 struct Envelope<'a> {
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    sid: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    prev: Option<Cow<'a, str>>,
     v: u8,
-    origin: &'a str,
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
+    #[serde(borrow)]
+    origin: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    eid: Option<Cow<'a, str>>,
+    /// The instance that already delivered this event to its own clients.
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    pre: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
     #[serde(borrow)]
     data: &'a RawValue,
     ts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     users: Option<Vec<String>>,
+}
+
+impl Envelope<'_> {
+    /// The event, with `id` as its id.
+    fn event(self, id: String) -> Event {
+        Event {
+            id,
+            kind: self.kind.into_owned(),
+            data: self.data.to_owned(),
+            ts: self.ts,
+            audience: self.users.map_or(Audience::All, Audience::Users),
+        }
+    }
+}
+
+/// A decoded channel message.
+enum Incoming {
+    /// From a v1 instance (no stream): deliver unless it is our own.
+    Plain(Event),
+    /// A stream event: its position, its predecessor's, and the event unless this instance
+    /// already delivered it.
+    Positioned { sid: StreamId, prev: StreamId, entry: Entry },
+}
+
+/// A stream event as this instance sees it.
+struct Entry {
+    /// `None` when this instance delivered it already (held while Redis was away).
+    event: Option<Event>,
+    /// The event's ULID when this instance published it.
+    own_eid: Option<String>,
+}
+
+/// What the publish script did.
+enum Appended {
+    New(String),
+    Duplicate(String),
+    Conflict,
+}
+
+/// An event accepted while Redis was away.
+struct Held {
+    /// The event's ULID.
+    eid: String,
+    /// The connection broke while the event was being appended: it may be in the stream.
+    uncertain: bool,
+    envelope: Arc<str>,
+    key: Option<IdemKey>,
+    bytes: usize,
+}
+
+/// This instance's delivery position in the stream.
+#[derive(Default)]
+struct Delivered {
+    /// The newest stream id handed to the hub (or skipped as delivered already).
+    last: Option<StreamId>,
+    /// Own events appended to the stream whose message has not come back yet. If Redis goes
+    /// away now, they are delivered before the first held event, so local clients keep the
+    /// publish order.
+    pending: BTreeMap<StreamId, Event>,
+    /// Own events delivered that way: skipped when the stream brings them.
+    early: BTreeSet<StreamId>,
+    /// Own events whose append may or may not have happened (the connection broke while the
+    /// script ran), by event ULID: delivered locally when held, so skipped if the stream has
+    /// them after all.
+    early_eids: HashSet<String>,
+    /// The last own events the subscription brought, by ULID: an append whose reply was lost
+    /// but whose message arrived is not held (and delivered) a second time.
+    own_recent: VecDeque<(String, StreamId)>,
+}
+
+/// How many own events `own_recent` remembers.
+const OWN_RECENT: usize = 256;
+
+/// Most own events remembered as pending; older ones are left to the stream.
+const MAX_PENDING: usize = 10_000;
+
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Held>,
+    bytes: usize,
 }
 
 /// One instance's heartbeat, in `{prefix}instance:{id}` and `{prefix}instances`.
@@ -103,13 +272,45 @@ pub struct RedisBroker {
     publisher: Client,
     subscriber: SubscriberClient,
     channel: String,
+    stream_key: String,
+    /// Idempotency keys: `{idem_prefix}{subject}:{key}`. The prefix carries the stream key as
+    /// a hash tag so that, in a Cluster, both keys of the publish script share a slot.
+    idem_prefix: String,
     heartbeat_key: String,
     instances_key: String,
     instance_id: String,
     interval: Duration,
+    history: HistoryLimits,
+    idempotency_window: Duration,
+    publish_script: Script,
+    replay_script: Script,
     state: AtomicU8,
+    outbox: Mutex<Outbox>,
+    outbox_max_events: usize,
+    outbox_max_bytes: usize,
+    /// Keys seen by this instance: answers retries without a round trip, and while Redis is away.
+    keys: Mutex<LocalStore>,
+    /// Woken after each reconnect: the relay catches up from the stream.
+    resync: Notify,
+    /// What of the stream this instance has delivered. A tokio Mutex: held while handing
+    /// events to the hub, so the relay and the outage path never interleave deliveries.
+    delivered: tokio::sync::Mutex<Delivered>,
     fleet_cache: Mutex<Option<(Instant, FleetStats)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a few field updates: a panic cannot leave them half done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Errors after which the command may not have reached Redis (connection trouble), as opposed
+/// to Redis refusing it.
+fn is_transient(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure | ErrorKind::Routing
+    )
 }
 
 impl RedisBroker {
@@ -143,17 +344,30 @@ impl RedisBroker {
         let publisher = builder.build().map_err(|e| format!("invalid setting REDIS_URL: {e}"))?;
         let subscriber = builder.build_subscriber_client().map_err(|e| format!("invalid setting REDIS_URL: {e}"))?;
         let prefix = &cfg.redis_key_prefix;
+        let stream_key = format!("{prefix}stream:all");
         let broker = Arc::new(RedisBroker {
             hub,
             metrics,
             publisher,
             subscriber,
             channel: format!("{prefix}broadcast:all"),
+            idem_prefix: format!("{prefix}idem:{{{stream_key}}}:"),
+            stream_key,
             heartbeat_key: format!("{prefix}instance:{}", cfg.instance_id),
             instances_key: format!("{prefix}instances"),
             instance_id: cfg.instance_id.clone(),
             interval: cfg.heartbeat_interval,
+            history: cfg.history,
+            idempotency_window: cfg.idempotency_window,
+            publish_script: Script::from_lua(PUBLISH_SCRIPT),
+            replay_script: Script::from_lua(REPLAY_SCRIPT),
             state: AtomicU8::new(CONNECTING),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_max_events: cfg.redis_outbox_max_events,
+            outbox_max_bytes: cfg.redis_outbox_max_bytes,
+            keys: Mutex::new(LocalStore::new(cfg.idempotency_window)),
+            resync: Notify::new(),
+            delivered: tokio::sync::Mutex::new(Delivered::default()),
             fleet_cache: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
@@ -168,7 +382,7 @@ impl RedisBroker {
             tokio::spawn(broker.clone().supervise()),
             tokio::spawn(broker.clone().heartbeat()),
         ];
-        *broker.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
+        *lock(&broker.tasks) = tasks;
         Ok(broker)
     }
 
@@ -176,42 +390,127 @@ impl RedisBroker {
         self.state.load(Ordering::Acquire) == CONNECTED
     }
 
-    /// The subscriber task: every message on the channel goes to the local hub.
+    /// The subscriber task: hands every event on the channel to the local hub, in stream
+    /// order, filling holes from the stream (see the module docs).
     async fn relay(self: Arc<Self>) {
         let mut rx = self.subscriber.message_rx();
         loop {
-            match rx.recv().await {
-                Ok(msg) => {
-                    self.metrics.redis_messages_received.inc();
-                    if &*msg.channel != self.channel.as_str() {
-                        continue;
-                    }
-                    let event = match msg.value.as_bytes() {
-                        Some(b) => self.decode(b),
-                        None => {
-                            self.metrics.redis_bad_messages.inc();
-                            None
-                        }
-                    };
-                    if let Some(event) = event {
-                        if self.hub.submit(event, None).await.is_err() {
-                            return;
-                        }
-                    }
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = self.resync.notified() => {
+                    // After a reconnect: whatever was appended meanwhile.
+                    let mut d = self.delivered.lock().await;
+                    let _ = self.fill(&mut d, None).await;
+                    continue;
                 }
+            };
+            let msg = match msg {
+                Ok(msg) => msg,
                 Err(RecvError::Lagged(n)) => {
-                    // We fell behind fred's buffer and n messages are gone; keep going.
+                    // We fell behind fred's buffer: n messages are gone from the channel, but
+                    // not from the stream.
                     self.metrics.redis_messages_lost.inc_by(n);
-                    tracing::warn!(lost = n, "Redis subscriber lagged; events were lost");
+                    tracing::warn!(lost = n, "Redis subscriber lagged; refilling from the stream");
+                    let mut d = self.delivered.lock().await;
+                    let _ = self.fill(&mut d, None).await;
+                    continue;
                 }
                 Err(RecvError::Closed) => return,
+            };
+            self.metrics.redis_messages_received.inc();
+            if &*msg.channel != self.channel.as_str() {
+                continue;
+            }
+            let Some(incoming) = msg.value.as_bytes().and_then(|b| self.decode(b)) else { continue };
+            let closed = match incoming {
+                Incoming::Plain(event) => self.hub.submit(event, None).await.is_err(),
+                Incoming::Positioned { sid, prev, entry } => {
+                    let mut d = self.delivered.lock().await;
+                    if d.last.is_some_and(|l| sid <= l) {
+                        continue; // already delivered by a fill
+                    }
+                    // A hole: fill it before delivering this one. If the fill fails, this
+                    // event is not delivered either (it is in the stream): the next message or
+                    // reconnect retries from `last`. `prev < last` means a new stream (Redis
+                    // lost its data): nothing before this entry can be recovered.
+                    if d.last.is_some_and(|l| prev > l) && self.fill(&mut d, Some(sid)).await.is_err() {
+                        continue;
+                    }
+                    self.deliver(&mut d, sid, entry).await.is_err()
+                }
+            };
+            if closed {
+                return;
             }
         }
     }
 
-    /// The event in a message from another instance; `None` for our own (already delivered
-    /// locally) and for undecodable ones (counted).
-    fn decode(&self, bytes: &[u8]) -> Option<Event> {
+    /// Hands the stream event `sid` to the hub, unless this instance delivered it already.
+    async fn deliver(&self, d: &mut Delivered, sid: StreamId, entry: Entry) -> Result<(), HubClosed> {
+        d.last = Some(sid);
+        d.pending.remove(&sid);
+        if d.early.remove(&sid) {
+            return Ok(());
+        }
+        if let Some(eid) = entry.own_eid {
+            if d.early_eids.remove(&eid) {
+                return Ok(());
+            }
+            d.own_recent.push_back((eid, sid));
+            if d.own_recent.len() > OWN_RECENT {
+                d.own_recent.pop_front();
+            }
+        }
+        // Early deliveries older than this one will never come (the stream lost them).
+        if d.early.first().is_some_and(|&e| e < sid) {
+            d.early = d.early.split_off(&sid);
+        }
+        match entry.event {
+            Some(e) => self.hub.submit(e, None).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Delivers the stream entries after `d.last` (and before `upto`) in order.
+    async fn fill(&self, d: &mut Delivered, upto: Option<StreamId>) -> Result<(), Error> {
+        let Some(mut from) = d.last else { return Ok(()) };
+        let end = upto.map_or_else(|| "+".to_string(), |u| format!("({u}"));
+        let mut filled = 0u64;
+        loop {
+            let entries: Value = self
+                .publisher
+                .xrange(self.stream_key.as_str(), format!("({from}"), end.as_str(), Some(FILL_PAGE as u64))
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, "could not read the stream to fill a gap"))?;
+            let entries = stream_entries(entries);
+            let n = entries.len();
+            for (id, bytes) in entries {
+                from = id;
+                let Some(entry) = self.decode_stored(id, &bytes) else {
+                    d.last = Some(id);
+                    continue;
+                };
+                if entry.event.is_some() && !d.early.contains(&id) {
+                    filled += 1;
+                }
+                if self.deliver(d, id, entry).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if n < FILL_PAGE {
+                break;
+            }
+        }
+        if filled > 0 {
+            self.metrics.history_gaps.inc();
+            self.metrics.history_gap_events.inc_by(filled);
+            tracing::info!(events = filled, "filled a gap in the event stream from Redis");
+        }
+        Ok(())
+    }
+
+    /// A channel message; `None` for undecodable ones (counted).
+    fn decode(&self, bytes: &[u8]) -> Option<Incoming> {
         let env: Envelope = match serde_json::from_slice(bytes) {
             Ok(e) => e,
             Err(e) => {
@@ -220,20 +519,43 @@ impl RedisBroker {
                 return None;
             }
         };
-        if env.origin == self.instance_id {
+        let (Some(sid), Some(prev)) = (env.sid.as_deref(), env.prev.as_deref()) else {
+            // A v1 instance during a rolling upgrade: it delivered its own events locally.
+            if env.origin == self.instance_id {
+                return None;
+            }
+            let id = env.eid.as_deref().unwrap_or("").to_string();
+            return Some(Incoming::Plain(env.event(id)));
+        };
+        let (Ok(sid), Ok(prev)) = (sid.parse::<StreamId>(), prev.parse::<StreamId>()) else {
+            self.metrics.redis_bad_messages.inc();
+            tracing::warn!("message on the broadcast channel with a malformed stream id");
             return None;
+        };
+        Some(Incoming::Positioned { sid, prev, entry: self.entry(sid, env) })
+    }
+
+    fn entry(&self, sid: StreamId, env: Envelope) -> Entry {
+        let own = env.origin == self.instance_id;
+        let own_eid = if own { env.eid.as_deref().map(str::to_string) } else { None };
+        let held_here = env.pre.as_deref() == Some(self.instance_id.as_str());
+        Entry { event: (!held_here).then(|| env.event(sid.to_string())), own_eid }
+    }
+
+    /// A stream entry; `None` when it cannot be decoded (counted).
+    fn decode_stored(&self, id: StreamId, bytes: &[u8]) -> Option<Entry> {
+        match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(env) => Some(self.entry(id, env)),
+            Err(e) => {
+                self.metrics.redis_bad_messages.inc();
+                tracing::warn!(error = %e, stream_id = %id, "undecodable entry in the event stream");
+                None
+            }
         }
-        Some(Event {
-            id: env.id.to_string(),
-            kind: env.kind.to_string(),
-            data: env.data.to_owned(),
-            ts: env.ts,
-            audience: env.users.map_or(Audience::All, Audience::Users),
-        })
     }
 
     /// Subscribes once the subscriber is up, then watches the connection state and logs each
-    /// transition once.
+    /// transition once; after each (re)connect the relay catches up and the outbox is flushed.
     async fn supervise(self: Arc<Self>) {
         let mut subscribed = false;
         let mut tick = tokio::time::interval(STATE_POLL);
@@ -252,7 +574,7 @@ impl RedisBroker {
                 }
             }
             let up = self.publisher.is_connected() && self.subscriber.is_connected();
-            if up && !subscribed {
+            if up && !subscribed && self.start_position().await {
                 match self.subscriber.subscribe(self.channel.as_str()).await {
                     Ok(()) => subscribed = true,
                     Err(e) => tracing::debug!(error = %e, "subscribe failed; retrying"),
@@ -270,23 +592,164 @@ impl RedisBroker {
                 tracing::warn!("Redis unreachable at start-up: serving local clients only, retrying in the background");
             }
             let before = self.state.swap(now, Ordering::AcqRel);
+            if now == CONNECTED {
+                self.flush_outbox().await;
+            }
             if before == now {
                 continue;
             }
             match (before, now) {
                 (CONNECTING, CONNECTED) => {
                     first = false;
-                    tracing::info!(channel = %self.channel, "Redis pub/sub initialized");
+                    tracing::info!(channel = %self.channel, stream = %self.stream_key, "Redis pub/sub initialized");
                 }
                 (_, CONNECTED) => tracing::info!("Redis reconnected, cross-instance delivery resumed"),
                 (_, DISCONNECTED) => tracing::warn!("Redis connection lost, delivering locally"),
                 _ => {}
             }
             if now == CONNECTED {
+                self.resync.notify_one();
                 // A fresh heartbeat right away, so the fleet sees this instance at once.
                 self.beat().await;
             }
         }
+    }
+
+    /// Before the first subscribe: the stream's newest id is where this instance starts, so
+    /// the first message already tells whether one was missed. False if Redis did not answer.
+    async fn start_position(&self) -> bool {
+        let mut d = self.delivered.lock().await;
+        if d.last.is_some() {
+            return true;
+        }
+        match self.publisher.xrevrange::<Value, _, _, _>(self.stream_key.as_str(), "+", "-", Some(1)).await {
+            Ok(v) => {
+                d.last = Some(newest_id(v).unwrap_or(StreamId::ZERO));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the stream's end; retrying");
+                false
+            }
+        }
+    }
+
+    /// Appends what was accepted while Redis was away, oldest first. Stops at the first
+    /// failure; the next tick retries. New publishes queue behind the outbox until it is empty,
+    /// so the order holds.
+    async fn flush_outbox(&self) {
+        let mut flushed = 0usize;
+        loop {
+            let front = lock(&self.outbox)
+                .queue
+                .front()
+                .map(|h| (h.envelope.clone(), h.key.clone(), h.uncertain.then(|| h.eid.clone())));
+            let Some((envelope, key, check)) = front else { break };
+            if let Err(e) = self.append(&envelope, key.as_ref(), check.as_deref()).await {
+                tracing::warn!(error = %e, "could not append held events to Redis; retrying");
+                break;
+            }
+            // A duplicate means another instance accepted the same key meanwhile, or the
+            // append whose reply was lost did happen: the stream has the event already, and
+            // our clients too. Nothing to append.
+            let mut ob = lock(&self.outbox);
+            if let Some(h) = ob.queue.pop_front() {
+                ob.bytes -= h.bytes;
+            }
+            self.metrics.redis_outbox_events.set(ob.queue.len() as i64);
+            drop(ob);
+            self.metrics.redis_outbox_flushed.inc();
+            flushed += 1;
+        }
+        if flushed > 0 {
+            tracing::info!(events = flushed, "appended events held while Redis was away");
+        }
+    }
+
+    /// Remembers an own event until the subscription brings it (see [`Delivered::pending`]).
+    async fn track(&self, mut event: Event, id: &str) {
+        let Ok(sid) = id.parse::<StreamId>() else { return };
+        let mut d = self.delivered.lock().await;
+        if d.last.is_some_and(|l| sid <= l) {
+            return; // the subscription was faster than the reply
+        }
+        event.id = id.to_string();
+        d.pending.insert(sid, event);
+        if d.pending.len() > MAX_PENDING {
+            d.pending.pop_first();
+        }
+    }
+
+    /// Runs the publish script. `check_eid`: first look for an entry of that event among the
+    /// newest ones (an append that may have happened).
+    async fn append(&self, envelope: &str, key: Option<&IdemKey>, check_eid: Option<&str>) -> Result<Appended, Error> {
+        let idem_key = key.map_or_else(|| self.stream_key.clone(), |k| format!("{}{}", self.idem_prefix, k.scoped));
+        let args: Vec<Value> = vec![
+            self.channel.as_str().into(),
+            envelope.into(),
+            (self.history.max_events.max(100) as i64).into(),
+            (self.history.max_age.as_millis() as i64).into(),
+            key.map_or("", |k| k.fingerprint.as_str()).into(),
+            (self.idempotency_window.as_millis() as i64).into(),
+            check_eid.unwrap_or("").into(),
+        ];
+        let r: Vec<String> = self
+            .publish_script
+            .evalsha_with_reload(&self.publisher, vec![self.stream_key.as_str(), idem_key.as_str()], args)
+            .await?;
+        match (r.first().map(String::as_str), r.get(1)) {
+            (Some("new"), Some(id)) => Ok(Appended::New(id.clone())),
+            (Some("dup"), Some(id)) => Ok(Appended::Duplicate(id.clone())),
+            (Some("conflict"), _) => Ok(Appended::Conflict),
+            _ => Err(Error::new(ErrorKind::Parse, format!("unexpected publish script reply {r:?}"))),
+        }
+    }
+
+    /// Keeps an event accepted while Redis is away: delivered locally now, appended later.
+    /// `uncertain`: the append was attempted and may have happened.
+    async fn hold(&self, event: Event, opts: &PublishOptions, uncertain: bool) -> Result<Published, PublishError> {
+        let mut d = self.delivered.lock().await;
+        if uncertain {
+            // Its message may have come back already: then it is appended and delivered.
+            if let Some((_, sid)) = d.own_recent.iter().find(|(eid, _)| *eid == event.id) {
+                return Ok(Published { id: sid.to_string(), replayed: false });
+            }
+        }
+        let envelope: Arc<str> = self.envelope(&event, true).into();
+        let bytes = envelope.len();
+        {
+            let mut ob = lock(&self.outbox);
+            if ob.queue.len() >= self.outbox_max_events || ob.bytes + bytes > self.outbox_max_bytes {
+                return Err(PublishError::Unavailable(
+                    "Redis is unreachable and the outbox of held events is full; retry later".into(),
+                ));
+            }
+            ob.queue.push_back(Held {
+                eid: event.id.clone(),
+                uncertain,
+                envelope,
+                key: opts.idempotency.clone(),
+                bytes,
+            });
+            ob.bytes += bytes;
+            self.metrics.redis_outbox_events.set(ob.queue.len() as i64);
+        }
+        self.metrics.redis_publish_failures.inc();
+        let id = event.id.clone();
+        if let Some(k) = &opts.idempotency {
+            lock(&self.keys).remember(k, &id);
+        }
+        if uncertain {
+            d.early_eids.insert(id.clone());
+        }
+        // Own events appended before Redis went away may never come back on the subscription
+        // before this one: deliver them first, so local clients keep the publish order.
+        for (sid, early) in std::mem::take(&mut d.pending) {
+            d.early.insert(sid);
+            self.hub.submit(early, None).await.map_err(|_| PublishError::stopping())?;
+        }
+        self.hub.submit(event, Some(opts.accepted_at)).await.map_err(|_| PublishError::stopping())?;
+        Ok(Published { id, replayed: false })
     }
 
     async fn heartbeat(self: Arc<Self>) {
@@ -348,17 +811,21 @@ impl RedisBroker {
         Ok(fleet)
     }
 
-    /// The message for `event` on the broadcast channel.
-    fn envelope(&self, event: &Event) -> String {
+    /// The envelope for `event` (see the module docs); `held` marks it as already delivered
+    /// by this instance.
+    fn envelope(&self, event: &Event, held: bool) -> String {
         let users = match &event.audience {
             Audience::All => None,
             Audience::Users(u) => Some(u.clone()),
         };
         let env = Envelope {
-            v: 1,
-            origin: &self.instance_id,
-            id: &event.id,
-            kind: &event.kind,
+            sid: None,
+            prev: None,
+            v: 2,
+            origin: Cow::Borrowed(&self.instance_id),
+            eid: Some(Cow::Borrowed(&event.id)),
+            pre: held.then_some(Cow::Borrowed(self.instance_id.as_str())),
+            kind: Cow::Borrowed(&event.kind),
             data: &event.data,
             ts: event.ts,
             users,
@@ -372,23 +839,104 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn publish(&self, event: Event, accepted_at: Instant) -> BoxFuture<'_, Result<(), PublishError>> {
+    fn publish(&self, event: Event, opts: PublishOptions) -> BoxFuture<'_, Result<Published, PublishError>> {
         async move {
-            let payload = self.connected().then(|| self.envelope(&event));
-            // Local clients first: they never wait on Redis, and get events while it is away.
-            self.hub
-                .submit(event, Some(accepted_at))
-                .await
-                .map_err(|_| PublishError("the instance is stopping".into()))?;
-            let Some(payload) = payload else {
-                self.metrics.redis_publish_failures.inc();
-                return Ok(());
-            };
-            if let Err(e) = self.publisher.publish::<i64, _, _>(self.channel.as_str(), payload).await {
-                self.metrics.redis_publish_failures.inc();
-                tracing::debug!(error = %e, "Redis publish failed; delivered locally only");
+            if let Some(k) = &opts.idempotency {
+                match lock(&self.keys).check(k) {
+                    Seen::New => {}
+                    Seen::Replay(id) => return Ok(Published { id, replayed: true }),
+                    Seen::Conflict => return Err(PublishError::KeyReused),
+                }
             }
-            Ok(())
+            // Straight to Redis only when nothing is held: held events go first.
+            let direct = self.connected() && lock(&self.outbox).queue.is_empty();
+            if !direct {
+                return self.hold(event, &opts, false).await;
+            }
+            let appended = self.append(&self.envelope(&event, false), opts.idempotency.as_ref(), None).await;
+            let (id, replayed) = match appended {
+                Ok(Appended::New(id)) => {
+                    self.track(event, &id).await;
+                    (id, false)
+                }
+                Ok(Appended::Duplicate(id)) => (id, true),
+                Ok(Appended::Conflict) => return Err(PublishError::KeyReused),
+                Err(e) if is_transient(&e) => {
+                    tracing::debug!(error = %e, "Redis publish failed; holding the event");
+                    return self.hold(event, &opts, true).await;
+                }
+                Err(e) => {
+                    self.metrics.redis_publish_failures.inc();
+                    tracing::error!(error = %e, "Redis refused the event");
+                    return Err(PublishError::Unavailable(format!("Redis refused the event: {e}")));
+                }
+            };
+            if let Some(k) = &opts.idempotency {
+                lock(&self.keys).remember(k, &id);
+            }
+            Ok(Published { id, replayed })
+        }
+        .boxed()
+    }
+
+    fn replay<'a>(&'a self, since: &'a str, user: &'a str) -> BoxFuture<'a, Replay> {
+        async move {
+            if self.history.max_events == 0 || since.parse::<StreamId>().is_err() {
+                return Replay::NotRecovered;
+            }
+            // Right after start-up the link is usually a moment away: wait for it rather than
+            // make every client of a new instance reload its state.
+            let deadline = Instant::now() + COMMAND_TIMEOUT;
+            while self.state.load(Ordering::Acquire) == CONNECTING && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if !self.connected() {
+                return Replay::NotRecovered;
+            }
+            let max = self.history.max_events + TRIM_SLACK;
+            let args: Vec<Value> = vec![since.into(), (max as i64).into()];
+            let reply: Value =
+                match self.replay_script.evalsha_with_reload(&self.publisher, self.stream_key.as_str(), args).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the event stream for a resume");
+                        return Replay::NotRecovered;
+                    }
+                };
+            if reply.is_null() {
+                return Replay::NotRecovered;
+            }
+            let entries = stream_entries(reply);
+            if entries.len() >= max {
+                return Replay::NotRecovered;
+            }
+            let upto = entries.last().map(|(id, _)| *id);
+            let mut frames = Vec::new();
+            for (id, bytes) in entries {
+                match serde_json::from_slice::<Envelope>(&bytes) {
+                    Ok(env) => {
+                        let event = env.event(id.to_string());
+                        if addressed_to(&event.audience, user) {
+                            frames.push(event.frame());
+                        }
+                    }
+                    Err(_) => {
+                        self.metrics.redis_bad_messages.inc();
+                    }
+                }
+            }
+            Replay::Recovered { frames, upto }
+        }
+        .boxed()
+    }
+
+    fn position(&self) -> BoxFuture<'_, Option<String>> {
+        async move {
+            if self.history.max_events == 0 || !self.connected() {
+                return None;
+            }
+            // 0-0 (the stream was empty at start) cannot be told apart from a trimmed stream.
+            self.delivered.lock().await.last.filter(|&l| l != StreamId::ZERO).map(|id| id.to_string())
         }
         .boxed()
     }
@@ -442,4 +990,38 @@ impl Broker for RedisBroker {
         }
         .boxed()
     }
+}
+
+/// The id of the first entry of an XREVRANGE reply.
+fn newest_id(reply: Value) -> Option<StreamId> {
+    let Value::Array(entries) = reply else { return None };
+    let Value::Array(parts) = entries.into_iter().next()? else { return None };
+    parts.into_iter().next()?.as_string()?.parse().ok()
+}
+
+/// `(id, field e)` of each entry in an XRANGE reply; malformed entries are skipped.
+fn stream_entries(reply: Value) -> Vec<(StreamId, Vec<u8>)> {
+    let Value::Array(entries) = reply else { return Vec::new() };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(mut parts) = entry else { continue };
+        if parts.len() != 2 {
+            continue;
+        }
+        let fields = parts.pop();
+        let Some(id) = parts.pop().and_then(|v| v.as_string()).and_then(|s| s.parse::<StreamId>().ok()) else {
+            continue;
+        };
+        let Some(Value::Array(fields)) = fields else { continue };
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if k.as_str().as_deref() == Some("e") {
+                if let Some(b) = v.as_bytes() {
+                    out.push((id, b.to_vec()));
+                }
+                break;
+            }
+        }
+    }
+    out
 }

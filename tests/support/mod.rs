@@ -757,10 +757,19 @@ pub fn seq_event(kind: &str, i: usize, pad: usize) -> Value {
     json!({"type": kind, "data": {"seq": i, "pad": "x".repeat(pad)}})
 }
 
-/// Event ids are ULIDs: 26 characters of Crockford base32.
-pub fn assert_ulid(id: &str) {
-    assert_eq!(id.len(), 26, "id {id:?} is not 26 characters");
-    assert!(id.chars().all(|c| "0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(c)), "id {id:?} is not Crockford base32");
+/// Event ids are stream positions: `<ms>-<seq>`, two decimal numbers.
+pub fn assert_event_id(id: &str) {
+    let parts: Vec<&str> = id.split('-').collect();
+    assert!(
+        parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        "id {id:?} is not <ms>-<seq>"
+    );
+}
+
+/// `(ms, seq)` of an event id, for comparing ids.
+pub fn event_position(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or_else(|| panic!("id {id:?} is not <ms>-<seq>"));
+    (ms.parse().unwrap(), seq.parse().unwrap())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -896,4 +905,105 @@ pub async fn make_tls_files(dir: &Path) -> TlsFiles {
     )
     .await;
     TlsFiles { ca: dir.join("ca.crt"), cert: dir.join("server.crt"), key: dir.join("server.key") }
+}
+
+// ---------------------------------------------------------------------------------------------
+// History, resume and idempotent publishing
+
+/// An event id is a stream position `<ms>-<seq>` (two decimal u64); returns `(ms, seq)`, which
+/// orders ids. Panics on anything else.
+pub fn stream_id(id: &str) -> (u64, u64) {
+    let parsed = id.split_once('-').and_then(|(ms, seq)| {
+        let num = |p: &str| p.bytes().all(|b| b.is_ascii_digit()).then(|| p.parse::<u64>().ok()).flatten();
+        Some((num(ms)?, num(seq)?))
+    });
+    parsed.unwrap_or_else(|| panic!("id {id:?} is not a stream id <ms>-<seq>"))
+}
+
+/// Connects user `sub` (fresh hour-long token) with `since=<since>`; returns once the
+/// `connected` frame is in. `since` goes into the URL as is (ids and the test's malformed
+/// values need no escaping).
+pub async fn connect_since(gw: &Gateway, sub: &str, since: &str) -> WsClient {
+    let token = user_token(&gw.secret, sub, 3600);
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}&since={since}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade with since={since} refused: {r:?}"))
+}
+
+/// A publish answer with its headers.
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap_or_else(|_| panic!("header {name} is not visible ASCII")))
+    }
+
+    /// The `id` of a 202 answer; panics on anything else.
+    pub fn id(&self) -> String {
+        assert_eq!(self.status, 202, "publish answered {}", self.body);
+        self.body["id"].as_str().unwrap_or_else(|| panic!("202 without an id: {}", self.body)).to_owned()
+    }
+
+    /// The `error` string of an error answer; panics if there is none.
+    pub fn error(&self) -> &str {
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("status {} without an error string: {}", self.status, self.body))
+    }
+}
+
+/// `POST /api/events` with a JSON body and extra headers (values as raw bytes, so a test can
+/// send what a `&str` cannot hold). Bounded by [`STEP`].
+pub async fn publish_with_headers(gw: &Gateway, token: &str, body: &Value, headers: &[(&str, &[u8])]) -> Reply {
+    let mut req = gw
+        .http()
+        .post(gw.http_url("/api/events"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap());
+    for (k, v) in headers {
+        let value = reqwest::header::HeaderValue::from_bytes(v).unwrap_or_else(|e| panic!("header value {v:?}: {e}"));
+        req = req.header(*k, value);
+    }
+    let r = within("POST /api/events", STEP, req.send()).await.expect("POST /api/events");
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let bytes = within("the publish answer's body", STEP, r.bytes()).await.expect("response body");
+    Reply { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+}
+
+/// Publishes with an `Idempotency-Key`.
+pub async fn publish_idempotent(gw: &Gateway, token: &str, key: &str, body: &Value) -> Reply {
+    publish_with_headers(gw, token, body, &[("idempotency-key", key.as_bytes())]).await
+}
+
+impl WsClient {
+    /// The `recovered` field of the `connected` frame (`None` when absent).
+    pub fn recovered(&self) -> Option<&Value> {
+        self.connected.get("recovered")
+    }
+
+    /// The next text frame as JSON (skipping control frames), or `None` once the connection
+    /// has ended (close frame, end of stream or error: what a client sees when its instance
+    /// dies). Panics on timeout.
+    pub async fn next_json_or_end(&mut self, timeout: Duration) -> Option<Value> {
+        within("a WebSocket frame or the end of the connection", timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        return Some(
+                            serde_json::from_str(&t).unwrap_or_else(|e| panic!("text frame is not JSON ({e}): {t}")),
+                        )
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                    Some(Ok(other)) => panic!("expected a JSON text frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+    }
 }

@@ -6,7 +6,7 @@ import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { REPO_ROOT, mintToken, startGateway, startRedis } from "../../js/testing/harness.mjs";
+import { REPO_ROOT, mintToken, startGateway, startRedis, waitFor } from "../../js/testing/harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = resolve(here, "../artifacts");
@@ -41,8 +41,9 @@ after(async () => {
   for (const p of [gwA, gwB, redis]) await p?.stop("SIGTERM");
 });
 
-async function openDemo(gw, user) {
+async function openDemo(gw, user, setup) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 860 } });
+  await setup?.(page);
   const problems = [];
   page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
   page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
@@ -107,6 +108,53 @@ test("two instances, one page on each: an event POSTed to the first shows on bot
   assert.deepEqual(b.problems, []);
   await a.page.close();
   await b.page.close();
+});
+
+test("a dropped connection: the page reconnects and says whether it resumed", { timeout: 60000 }, async () => {
+  for (const gw of [gwA, gwB]) await waitFor(async () => (await gw.stats()).redis_state === "connected", "Redis connected");
+  // Every WebSocket of the page goes through this proxy, so the test can cut one off: stop
+  // passing the gateway's frames on (those events are missed), then close it.
+  const links = [];
+  const { page, problems } = await openDemo(gwA, "alice", (p) =>
+    p.routeWebSocket(/\/ws\/tasks/, (ws) => {
+      const link = { ws, server: ws.connectToServer(), forward: true };
+      link.server.onMessage((m) => link.forward && ws.send(m));
+      links.push(link);
+    }),
+  );
+  const cut = () => {
+    const link = links.at(-1);
+    link.forward = false;
+    return () => {
+      link.ws.close({ code: 1001, reason: "test" });
+      link.server.close();
+    };
+  };
+  const state = page.locator("#state");
+  const resume = page.locator("#resume");
+  await state.filter({ hasText: /^open$/ }).waitFor({ timeout: 15000 });
+  assert.equal(await resume.textContent(), "");
+
+  // Cut before any event: nothing to resume from.
+  cut()();
+  await resume.filter({ hasText: /^resync needed$/ }).waitFor({ timeout: 10000 });
+  assert.equal(await state.textContent(), "open");
+  assert.equal(links.length, 2);
+
+  const first = await gwA.publish({ type: "before", data: 1 });
+  await page.locator(`#events li[data-id="${first}"]`).waitFor({ timeout: 10000 });
+  const close = cut();
+  const missed = [await gwB.publish({ type: "missed", data: 2 }), await gwA.publish({ type: "missed", data: 3, users: ["alice"] })];
+  close();
+  await resume.filter({ hasText: /^resumed \(2 missed events\)$/ }).waitFor({ timeout: 10000 });
+  const ids = await page.locator("#events li").evaluateAll((lis) => lis.map((li) => li.dataset.id));
+  assert.deepEqual(ids, [missed[1], missed[0], first]);
+  assert.equal(await state.textContent(), "open");
+  assert.equal(new URL(links.at(-1).ws.url()).searchParams.get("since"), first);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: resolve(ARTIFACTS, "demo-resumed.png"), animations: "disabled" });
+  assert.deepEqual(problems, []);
+  await page.close();
 });
 
 test("a bad token in the page: the client stops and says so (no retry loop)", { timeout: 30000 }, async () => {

@@ -273,3 +273,110 @@ test("handlers: per type, '*', off, unsubscribe; a throwing handler is reported,
   assert.match(sockets[1].url, /since=4/);
   c.close();
 });
+
+// ---- resume: lastEventId, since=, onResumed / onResync ----
+
+const hello = (extra = {}) => ({ type: "connected", connection_id: "c", user: "u", instance_id: "fake", ...extra });
+
+test("lastEventId moves only on event frames, never on connected, pong, error or other control frames", async () => {
+  const { c, sockets } = client({ onError: () => {} });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  assert.equal(c.lastEventId, null);
+  sockets[0].message({ id: "1700000000000-0", type: "e", data: 1, ts: 1 });
+  sockets[0].message({ type: "pong" });
+  sockets[0].message({ type: "error", error: "forbidden", channel: "x" });
+  sockets[0].message({ type: "subscribed", channel: "x" });
+  sockets[0].message("not json");
+  assert.equal(c.lastEventId, "1700000000000-0");
+  sockets[0].message({ id: "1700000000000-1", type: "e", data: 2, ts: 2 });
+  assert.equal(c.lastEventId, "1700000000000-1");
+  c.close();
+});
+
+test("recovered: true → no onResync; a ping marks the end of the replay; onResumed counts the missed events", async () => {
+  const resumed = [];
+  const resyncs = [];
+  const events = [];
+  const { c, sockets } = client({ onResumed: (i) => resumed.push(i), onResync: (i) => resyncs.push(i), onEvent: (e) => events.push(e.id) });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].message({ id: "5-0", type: "e", data: null, ts: 1 });
+  sockets[0].serverClose(1006);
+  await until(() => sockets.length === 2);
+  assert.equal(new URL(sockets[1].url).searchParams.get("since"), "5-0");
+  sockets[1].open(hello({ recovered: true }));
+  assert.deepEqual(sockets[1].sent, ['{"type":"ping"}'], "a ping right after a recovered `connected`");
+  sockets[1].message({ id: "6-0", type: "e", data: null, ts: 2 });
+  sockets[1].message({ id: "6-1", type: "e", data: null, ts: 3 });
+  assert.equal(resumed.length, 0, "not before the pong");
+  sockets[1].message({ type: "pong" });
+  sockets[1].message({ id: "7-0", type: "e", data: null, ts: 4 }); // live
+  assert.equal(resumed.length, 1);
+  assert.equal(resumed[0].since, "5-0");
+  assert.equal(resumed[0].missed, 2);
+  assert.equal(resumed[0].frame.recovered, true);
+  assert.deepEqual(resyncs, []);
+  assert.deepEqual(events, ["5-0", "6-0", "6-1", "7-0"]);
+  assert.equal(c.lastEventId, "7-0");
+  c.close();
+});
+
+test("recovered: false → onResync (not_recovered) after onOpen; live events follow", async () => {
+  const order = [];
+  const { c, sockets } = client({
+    onOpen: (f) => order.push(["open", f.recovered]),
+    onResync: (i) => order.push(["resync", i.reason, i.since, i.frame.recovered]),
+    onResumed: () => order.push(["resumed"]),
+  });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].message({ id: "5-0", type: "e", data: null, ts: 1 });
+  sockets[0].serverClose(1001);
+  await until(() => sockets.length === 2);
+  sockets[1].open(hello({ recovered: false }));
+  assert.deepEqual(sockets[1].sent, [], "no replay to wait for");
+  assert.deepEqual(order, [["open", undefined], ["open", false], ["resync", "not_recovered", "5-0", false]]);
+  c.close();
+});
+
+test("options.since is sent on the first connection; a gateway without `recovered` → onResync (unsupported)", async () => {
+  const resyncs = [];
+  const { c, sockets } = client({ since: "1700000000000-7", onResync: (i) => resyncs.push(i) });
+  assert.equal(c.lastEventId, "1700000000000-7");
+  await until(() => sockets.length === 1);
+  assert.equal(new URL(sockets[0].url).searchParams.get("since"), "1700000000000-7");
+  sockets[0].open(hello());
+  assert.deepEqual(resyncs.map((i) => [i.reason, i.since]), [["unsupported", "1700000000000-7"]]);
+  c.close();
+});
+
+test("a reconnection with no event received yet → no since=, onResync (no_position); the first connection → none", async () => {
+  const resyncs = [];
+  const { c, sockets } = client({ onResync: (i) => resyncs.push(i) });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  assert.deepEqual(resyncs, []);
+  sockets[0].serverClose(1006);
+  await until(() => sockets.length === 2);
+  assert.equal(new URL(sockets[1].url).searchParams.get("since"), null);
+  sockets[1].open();
+  assert.deepEqual(resyncs.map((i) => [i.reason, i.since]), [["no_position", null]]);
+  c.close();
+});
+
+test("resume: false → no since= even with options.since or a last event id", async () => {
+  const { c, sockets } = client({ resume: false, since: "1-0" });
+  await until(() => sockets.length === 1);
+  assert.doesNotMatch(sockets[0].url, /since=/);
+  sockets[0].open();
+  sockets[0].message({ id: "2-0", type: "e", data: null, ts: 1 });
+  sockets[0].serverClose(1001);
+  await until(() => sockets.length === 2);
+  assert.doesNotMatch(sockets[1].url, /since=/);
+  c.close();
+});
+
+test("options.since must be a string", () => {
+  assert.throws(() => connect("ws://gateway.test/ws/tasks", { token: "t", since: 42, WebSocket: class {} }), TypeError);
+});

@@ -34,6 +34,13 @@ def mint(sub: str, *, ttl: float = 3600, scope: str | None = None, secret: str =
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def position(event_id: str) -> tuple[int, int]:
+    """An event id ``<ms>-<seq>`` as ``(ms, seq)``, which orders ids; fails on anything else."""
+    m = re.fullmatch(r"(\d+)-(\d+)", event_id)
+    assert m, f"event id {event_id!r} is not a stream id <ms>-<seq>"
+    return int(m.group(1)), int(m.group(2))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from conftest import mint
+from conftest import mint, position
 from wsgate_client import Listener, PublishError, Publisher, listen, publish
 
 
@@ -85,7 +85,7 @@ async def test_publisher_keeps_one_connection(gateway, publish_token, watch):
         await pub.aclose()  # does not close a client it was given
         assert not client.is_closed
     assert len(set(ids)) == 20
-    assert ids == sorted(ids), "ULIDs from one instance sort in publish order"
+    assert ids == sorted(ids, key=position), "ids (<ms>-<seq>) from one instance are in publish order"
     assert len(local_ports) == 1, f"expected one keep-alive connection, saw local ports {local_ports}"
     got = [await w.event() for _ in range(20)]
     assert [e["id"] for e in got] == ids
@@ -150,3 +150,51 @@ async def test_rate_limit_retry_after(gateway_factory, publish_token):
         with pytest.raises(PublishError) as e:
             await slow.publish("fourth")
         assert e.value.status == 429
+
+
+async def test_idempotency_key(gateway, publish_token, watch):
+    w = await watch(Listener(gateway.base_url, mint("alice")))
+    async with Publisher(gateway.base_url, publish_token) as pub:
+        first = await pub.publish("order.paid", {"order": 7}, idempotency_key="order-7-paid")
+        again = await pub.publish("order.paid", {"order": 7}, idempotency_key="order-7-paid")
+        assert again == first, "a repeat with the same key answers with the first id"
+        repeat = await publish(gateway.base_url, publish_token, "order.paid", {"order": 7}, idempotency_key="order-7-paid")
+        assert repeat == first, "publish() sends the key too"
+
+        with pytest.raises(PublishError) as e:
+            await pub.publish("order.paid", {"order": 8}, idempotency_key="order-7-paid")
+        assert e.value.status == 422
+
+        other = await pub.publish("order.paid", {"order": 8}, idempotency_key="order-8-paid")
+        assert other != first
+    assert [(await w.event())["id"] for _ in range(2)] == [first, other]
+    await w.no_event()
+
+
+async def test_retries_keep_the_idempotency_key():
+    # 503 (the gateway could not keep the event), then 429, then 202: each attempt carries the
+    # same key and the same body, after the Retry-After wait.
+    seen = []
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "0"}, json={"error": "event not accepted"}),
+        httpx.Response(429, headers={"Retry-After": "0.2"}, json={"error": "rate limited"}),
+        httpx.Response(202, json={"id": "1700000000000-0"}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((time.monotonic(), request.headers.get("idempotency-key"), request.content))
+        return answers[len(seen) - 1]
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        pub = Publisher("http://wsgate.test", "token", client=client, retries=2)
+        assert await pub.publish("t", {"n": 1}, idempotency_key="key-1") == "1700000000000-0"
+    assert [k for _, k, _ in seen] == ["key-1"] * 3
+    assert len({body for _, _, body in seen}) == 1
+    assert seen[2][0] - seen[1][0] >= 0.2, "waited Retry-After"
+
+    # without a key no header is sent
+    seen.clear()
+    answers[:] = [httpx.Response(202, json={"id": "1700000000000-1"})]
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        await publish("http://wsgate.test", "token", "t", client=client)
+    assert seen[0][1] is None

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Union
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as _WsClosed
@@ -24,6 +24,7 @@ log = logging.getLogger("wsgate_client")
 
 TokenSource = Callable[[], Union[str, Awaitable[str]]]
 ConnectedCallback = Callable[[dict], Union[None, Awaitable[None]]]
+ResyncCallback = Callable[[dict], Union[None, Awaitable[None]]]
 
 #: A connection that stayed up this long resets the backoff to its first step.
 STABLE_AFTER = 10.0
@@ -70,6 +71,16 @@ class Listener:
     ``pong`` frames are not yielded: the last ``connected`` frame is in :attr:`connected`, and
     ``on_connected`` (sync or async) is called with each one.
 
+    Resume: the id of the last event yielded is kept in :attr:`last_event_id` (``since`` until
+    one is) and every connection after the first (the first too when ``since`` is given) asks
+    for what it missed with ``since=<that id>``. When the gateway answers
+    ``"recovered": true`` the missed events are yielded first, in order, then the live ones.
+    Otherwise ``on_resync`` (sync or async) is called, after ``on_connected``, with
+    ``{"reason", "since", "frame"}``: events may have been missed, reload your state. ``reason``
+    is ``"not_recovered"`` (the gateway answered ``"recovered": false``: ``since`` unknown,
+    malformed or older than its history), ``"unsupported"`` (no ``recovered`` field: a gateway
+    without history) or ``"no_position"`` (a reconnection before any event was received).
+
     Reconnects (when ``reconnect`` is true) after close 1001 (shutdown), 1013 (too slow), a
     lost network or a refused connection, and after a 503 upgrade (draining), waiting
     ``uniform(0, min(cap, base * 2**n))`` seconds (exponential backoff with full jitter;
@@ -79,8 +90,7 @@ class Listener:
     :class:`~wsgate_client.ConnectionClosed`. A 401 upgrade asks ``get_token()`` once, and
     raises :class:`~wsgate_client.UpgradeRefused` if that token is refused too (or if there is
     no ``get_token``); a 403 or another 4xx raises at once. An exception raised by
-    ``get_token`` comes out of the iteration. Nothing is replayed: events
-    published while disconnected are not delivered.
+    ``get_token`` comes out of the iteration.
 
     With ``reconnect=False`` the iteration ends after a 1000/1001 close and raises
     :class:`~wsgate_client.ConnectionClosed` (or the network error) otherwise.
@@ -98,6 +108,8 @@ class Listener:
         get_token: TokenSource | None = None,
         backoff: tuple[float, float] = (0.5, 30.0),
         on_connected: ConnectedCallback | None = None,
+        since: str | None = None,
+        on_resync: ResyncCallback | None = None,
         headers: Mapping[str, str] | None = None,
         open_timeout: float = 10.0,
         max_size: int | None = 16 * 1024 * 1024,
@@ -113,7 +125,16 @@ class Listener:
         self.get_token = get_token
         self.backoff = (float(base), float(cap))
         self.on_connected = on_connected
+        self.on_resync = on_resync
         self.headers = dict(headers or {})
+        if since is not None and not isinstance(since, str):
+            raise TypeError(f"since must be an event id (a str), not {since!r}")
+        #: The id of the last event yielded (``since`` until one is): the next connection's
+        #: ``since=``. Control frames never change it.
+        self.last_event_id: str | None = since or None
+        #: The ``recovered`` field of the last ``connected`` frame: ``True``/``False`` on a
+        #: connection opened with ``since=``, ``None`` otherwise.
+        self.recovered: bool | None = None
         #: The last ``connected`` frame, ``None`` before the first one.
         self.connected: dict | None = None
         #: How many connections were opened (1 after the first, +1 per reconnect).
@@ -132,6 +153,7 @@ class Listener:
         self._attempt = 0  # failures since the last stable connection
         self._delay = 0.0  # wait before the next connection attempt
         self._token_fresh = False  # get_token() was called and that token not yet accepted
+        self._since_sent: str | None = None  # the since= of the current connection
         self._closed = asyncio.Event()
 
     # --- async iterator / context manager ---------------------------------------------
@@ -157,6 +179,8 @@ class Listener:
                 log.warning("wsgate: ignoring a frame that is not JSON: %.200r", raw)
                 continue
             if _is_event(msg):
+                if isinstance(msg["id"], str):
+                    self.last_event_id = msg["id"]
                 return msg
             await self._control(msg)
 
@@ -214,8 +238,9 @@ class Listener:
             if self._closed.is_set():
                 return
             headers = {**self.headers, "Authorization": f"Bearer {self.token}"}
+            since = self.last_event_id
             try:
-                ws = await connect(self.url, additional_headers=headers, **self._connect_kwargs)
+                ws = await connect(self._url(since), additional_headers=headers, **self._connect_kwargs)
             except InvalidStatus as e:
                 status = e.response.status_code
                 message = _body_error(e.response.body)
@@ -244,8 +269,16 @@ class Listener:
             self._ws = ws
             self._opened_at = time.monotonic()
             self._token_fresh = False
+            self._since_sent = since
             self.connections += 1
             return
+
+    def _url(self, since: str | None) -> str:
+        """The URL of one attempt: with ``since=`` when there is a position to resume from."""
+        if since is None:
+            return self.url
+        sep = "&" if urlsplit(self.url).query else "?"
+        return f"{self.url}{sep}since={quote(since, safe='')}"
 
     async def _handle_close(self, e: _WsClosed) -> None:
         """Decides what a close means: reconnect (setting the delay), stop, or raise."""
@@ -280,14 +313,35 @@ class Listener:
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == "connected":
             self.connected = msg
+            self.recovered = msg.get("recovered")
             if self.on_connected is not None:
                 await _maybe_await(self.on_connected(msg))
+            await self._after_resume(msg)
         elif kind == "pong":
             pass
         elif kind == "error":
             log.warning("wsgate: the gateway reported an error: %s", msg)
         else:
             log.debug("wsgate: ignoring frame %r", msg)
+
+    async def _after_resume(self, hello: dict) -> None:
+        """Calls ``on_resync`` when this connection may have missed events."""
+        since = self._since_sent
+        # Unless missed events follow, the stream position the gateway starts this connection
+        # at is where the next reconnection resumes from (even if no event arrives before it).
+        if hello.get("recovered") is not True and isinstance(hello.get("last_id"), str):
+            self.last_event_id = hello["last_id"]
+        if since is not None:
+            if hello.get("recovered") is True:
+                return
+            reason = "not_recovered" if hello.get("recovered") is False else "unsupported"
+        elif self.connections > 1:
+            reason = "no_position"  # a reconnection with nothing to resume from
+        else:
+            return  # a first connection without since: nothing was missed yet
+        log.info("wsgate: cannot resume after %s (%s): the application must resync", since, reason)
+        if self.on_resync is not None:
+            await _maybe_await(self.on_resync({"reason": reason, "since": since, "frame": hello}))
 
 
 def _body_error(body: bytes | None) -> str:
@@ -310,6 +364,8 @@ async def listen(
     get_token: TokenSource | None = None,
     backoff: tuple[float, float] = (0.5, 30.0),
     on_connected: ConnectedCallback | None = None,
+    since: str | None = None,
+    on_resync: ResyncCallback | None = None,
     **options: Any,
 ) -> AsyncIterator[dict]:
     """Yields the events sent to ``token``'s user, reconnecting as :class:`Listener` does.
@@ -319,8 +375,10 @@ async def listen(
         async for event in listen("http://wsgate:8000", token, get_token=refresh):
             ...
 
-    ``on_connected`` gets each ``connected`` frame; use :class:`Listener` directly to read the
-    last one as an attribute. ``options`` are :class:`Listener`'s other keyword arguments.
+    ``on_connected`` gets each ``connected`` frame and ``on_resync`` each connection that could
+    not resume (see :class:`Listener`); use :class:`Listener` directly to read the last
+    ``connected`` frame and event id as attributes. ``options`` are :class:`Listener`'s other
+    keyword arguments.
     """
     listener = Listener(
         base_url,
@@ -329,6 +387,8 @@ async def listen(
         get_token=get_token,
         backoff=backoff,
         on_connected=on_connected,
+        since=since,
+        on_resync=on_resync,
         **options,
     )
     try:

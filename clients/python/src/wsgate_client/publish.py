@@ -69,8 +69,12 @@ async def _post(
     body: dict[str, Any],
     retries: int,
     max_retry_wait: float,
+    idempotency_key: str | None = None,
 ) -> str:
     headers = {"Authorization": f"Bearer {token}"}
+    if idempotency_key is not None:
+        # Sent unchanged with every retry: the gateway answers a repeat with the first id.
+        headers["Idempotency-Key"] = idempotency_key
     attempt = 0
     while True:
         # json= sets Content-Type: application/json.
@@ -105,6 +109,7 @@ async def publish(
     retries: int = 0,
     max_retry_wait: float = 60.0,
     timeout: float = DEFAULT_TIMEOUT,
+    idempotency_key: str | None = None,
 ) -> str:
     """Publishes one event and returns its id.
 
@@ -117,15 +122,21 @@ async def publish(
     errors are raised as ``httpx`` exceptions and never retried (the event may have been
     accepted).
 
+    ``idempotency_key`` (1 to 255 visible ASCII characters, e.g. a UUID) is sent as the
+    ``Idempotency-Key`` header, with every retry too. A publish repeated with the same key and
+    the same arguments within the gateway's window (10 minutes by default) returns the first
+    event's id and publishes nothing, so after a network error it is safe to call again with
+    the same key. The same key with other arguments raises :class:`PublishError` (422).
+
     Pass ``client`` to reuse an ``httpx.AsyncClient`` (and its keep-alive connections); without
     it a client is opened and closed for this one call. :class:`Publisher` does this for you.
     """
     body = _body(type, data, users)
     url = _events_url(base_url)
     if client is not None:
-        return await _post(client, url, token, body, retries, max_retry_wait)
+        return await _post(client, url, token, body, retries, max_retry_wait, idempotency_key)
     async with httpx.AsyncClient(timeout=timeout) as own:
-        return await _post(own, url, token, body, retries, max_retry_wait)
+        return await _post(own, url, token, body, retries, max_retry_wait, idempotency_key)
 
 
 class Publisher:
@@ -167,6 +178,7 @@ class Publisher:
         users: Sequence[str] | None = None,
         *,
         retries: int | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Publishes one event and returns its id; see :func:`publish`."""
         return await _post(
@@ -176,6 +188,7 @@ class Publisher:
             _body(type, data, users),
             self.retries if retries is None else retries,
             self.max_retry_wait,
+            idempotency_key,
         )
 
     async def aclose(self) -> None:
