@@ -5,6 +5,11 @@
 # CPU used by each gateway and by redis-server during the run, and a short comparison.
 #
 # Usage: REPS=3 benches/redis_fleet.sh      (ports 9480-9489; run on a quiet machine)
+#        GW=path/to/other/wsgate TAG=old REPS=3 benches/redis_fleet.sh   (another build, e.g.
+#        the last one before history, to measure what history costs; TAG prefixes the labels)
+# For the Redis cases it also reads Redis's own accounting (INFO commandstats): microseconds
+# of Redis CPU per event for the command that carries it (EVALSHA of the publish script, or
+# PUBLISH for builds before history).
 set -u
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
@@ -14,7 +19,8 @@ mkdir -p bench-results
 ulimit -n 20000 2>/dev/null || true
 
 cargo build --release -q -p wsgate -p wsgate-loadgen || exit 1
-GW=target/release/wsgate
+GW=${GW:-target/release/wsgate}
+TAG=${TAG:+$TAG-}
 LG=target/release/wsgate-loadgen
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done; PIDS=(); }
@@ -47,7 +53,18 @@ run_case() { # LABEL PUB_PORT SUB_PORTS REDIS_PID GW_PIDS...
   wall=$(echo "$t1 - $t0" | bc)
   for i in "${!gws[@]}"; do gwcpu+="$(echo "scale=0; (${c1[$i]} - ${c0[$i]}) * 100 / $HZ / $wall" | bc),"; done
   local rcpu; rcpu=$(echo "scale=1; ($r1 - $r0) * 100 / $HZ / $wall" | bc)
-  echo "$label ${line#RESULT } gateway_cpu_pct=${gwcpu%,} redis_cpu_pct=$rcpu" | tee -a $OUT
+  local rstats=""
+  if [ "$rpid" != 0 ]; then
+    # cmdstat_evalsha:calls=1100,usec=52000,usec_per_call=47.27,... (Redis 7).
+    rstats=$(redis-cli -p 9480 INFO commandstats | tr -d '\r' | awk -F'[:,=]' '
+      /^cmdstat_(evalsha|publish|xrange):/ { calls[$1]=$3; usec[$1]=$5 }
+      END {
+        c = ("cmdstat_evalsha" in calls) ? "cmdstat_evalsha" : "cmdstat_publish";
+        if (calls[c] > 0) printf "redis_usec_per_event=%.2f redis_event_calls=%d", usec[c] / calls[c], calls[c];
+        if ("cmdstat_xrange" in calls) printf " redis_xrange_calls=%d", calls["cmdstat_xrange"];
+      }')
+  fi
+  echo "$TAG$label ${line#RESULT } gateway_cpu_pct=${gwcpu%,} redis_cpu_pct=$rcpu $rstats" | tee -a $OUT
 }
 
 for rep in $(seq 1 "$REPS"); do
@@ -76,13 +93,18 @@ for line in open(sys.argv[1]):
     runs[re.sub(r"\.r\d+$", "", label)].append(kv)
 keys = [("deliveries_per_s", "deliveries/s", "{:,.0f}"), ("ttl_p50_ms", "ttl p50 ms", "{:.1f}"),
         ("ttl_p99_ms", "ttl p99 ms", "{:.1f}"), ("lat_p50_us", "lat p50 ms", "{:.2f}"),
-        ("lat_p99_us", "lat p99 ms", "{:.2f}"), ("redis_cpu_pct", "redis CPU %", "{:.1f}")]
+        ("lat_p99_us", "lat p99 ms", "{:.2f}"), ("redis_cpu_pct", "redis CPU %", "{:.1f}"),
+        ("redis_usec_per_event", "Redis µs/event", "{:.1f}")]
 print("| case | runs | " + " | ".join(k[1] for k in keys) + " | gateway CPU % |")
 print("|---|---|" + "---|" * (len(keys) + 1))
 for case, rs in runs.items():
     vals = []
     for k, _, fmt in keys:
-        v = statistics.median(float(r[k]) for r in rs if k in r)
+        xs = [float(r[k]) for r in rs if k in r]
+        if not xs:
+            vals.append("–")
+            continue
+        v = statistics.median(xs)
         vals.append(fmt.format(v / 1000 if k.startswith("lat_") else v))
     cpu = rs[-1].get("gateway_cpu_pct", "")
     print(f"| {case} | {len(rs)} | " + " | ".join(vals) + f" | {cpu} |")
