@@ -92,6 +92,7 @@ impl AppState {
             pong_timeout: cfg.pong_timeout,
             write_timeout: cfg.ping_interval + cfg.pong_timeout,
             close_timeout: cfg.drain_timeout.min(Duration::from_secs(5)),
+            max_channels: cfg.max_channels_per_connection,
         };
         let ws_config = ws_config(&cfg);
         Ok(Arc::new(AppState {

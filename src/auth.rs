@@ -26,6 +26,10 @@ pub struct Claims {
     /// Space-separated scopes (OAuth style) or a list of them; `publish` allows POST /api/events.
     #[serde(default, skip_serializing_if = "Scope::is_empty")]
     pub scope: Scope,
+    /// Channels the user may join: exact names, or prefixes ending in `*` (`team:*`).
+    /// `user:<sub>` is always allowed and need not be listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -210,6 +214,7 @@ impl Authenticator {
             sub: sub.to_string(),
             exp: crate::event::now_ms() / 1000 + ttl.as_secs(),
             scope: scope.map(|s| Scope::Text(s.to_string())).unwrap_or_default(),
+            channels: Vec::new(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
     }

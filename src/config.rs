@@ -170,6 +170,25 @@ pub struct Args {
     )]
     pub redis_outbox_max_bytes: usize,
 
+    /// Most channels one connection may join.
+    #[arg(
+        long,
+        env = "MAX_CHANNELS_PER_CONNECTION",
+        value_name = "MAX_CHANNELS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_channels_per_connection: usize,
+
+    /// Redis mode: how long after its last local subscriber left an instance stops receiving a
+    /// channel (avoids flapping when clients reconnect), in ms.
+    #[arg(
+        long,
+        env = "CHANNEL_UNSUBSCRIBE_DELAY_MS",
+        value_name = "CHANNEL_UNSUBSCRIBE_DELAY_MS",
+        default_value_t = 2000
+    )]
+    pub channel_unsubscribe_delay_ms: u64,
+
     /// How long an `Idempotency-Key` is remembered (seconds).
     #[arg(long, env = "IDEMPOTENCY_WINDOW_SECS", value_name = "IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
@@ -229,6 +248,8 @@ pub struct Config {
     pub redis_outbox_max_events: usize,
     pub redis_outbox_max_bytes: usize,
     pub idempotency_window: Duration,
+    pub max_channels_per_connection: usize,
+    pub channel_unsubscribe_delay: Duration,
 }
 
 /// How much history is kept for resume.
@@ -366,6 +387,8 @@ impl Config {
             },
             redis_outbox_max_events: at_least("REDIS_OUTBOX_MAX_EVENTS", a.redis_outbox_max_events, 1)?,
             redis_outbox_max_bytes: at_least("REDIS_OUTBOX_MAX_BYTES", a.redis_outbox_max_bytes, 1024)?,
+            max_channels_per_connection: at_least("MAX_CHANNELS_PER_CONNECTION", a.max_channels_per_connection, 1)?,
+            channel_unsubscribe_delay: Duration::from_millis(a.channel_unsubscribe_delay_ms),
             idempotency_window: Duration::from_secs(at_least("IDEMPOTENCY_WINDOW_SECS", a.idempotency_window_secs, 1)?),
         })
     }

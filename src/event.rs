@@ -26,6 +26,18 @@ pub enum Audience {
     All,
     /// Every connection of each named user (deduplicated), wherever it is connected.
     Users(Vec<String>),
+    /// Every connection subscribed to this channel, wherever it is connected.
+    Channel(String),
+}
+
+impl Audience {
+    /// The channel, for a channel event.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            Audience::Channel(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 /// One accepted event.
@@ -42,12 +54,15 @@ pub struct Event {
     pub audience: Audience,
 }
 
-/// The client-facing frame: `{"id","type","data","ts"}`.
+/// The client-facing frame: `{"id","type","channel"?,"data","ts"}` (`id` first: see
+/// [`crate::history::frame_position`]).
 #[derive(Serialize)]
 struct Frame<'a> {
     id: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
     data: &'a RawValue,
     ts: u64,
 }
@@ -55,7 +70,8 @@ struct Frame<'a> {
 impl Event {
     /// Encodes the frame payload. Called once per event per instance.
     pub fn frame(&self) -> Utf8Bytes {
-        let frame = Frame { id: &self.id, kind: &self.kind, data: &self.data, ts: self.ts };
+        let frame =
+            Frame { id: &self.id, kind: &self.kind, channel: self.audience.channel(), data: &self.data, ts: self.ts };
         // Serialising borrowed strings and a RawValue cannot fail.
         let s = serde_json::to_string(&frame).unwrap_or_default();
         Utf8Bytes::from(s)
@@ -121,14 +137,16 @@ impl PublishRequest {
         let mut kind = None;
         let mut data = None;
         let mut users = None;
+        let mut channel = None;
         for (name, raw) in fields {
             match name.as_str() {
                 "type" => kind = Some(raw),
                 "data" => data = Some(raw),
                 "users" => users = Some(raw),
+                "channel" => channel = Some(raw),
                 other => {
                     return Err(BadRequest(format!(
-                        "unknown field {other:?}: expected \"type\", \"data\" and optionally \"users\""
+                        "unknown field {other:?}: expected \"type\", \"data\" and optionally \"users\" or \"channel\""
                     )))
                 }
             }
@@ -144,11 +162,23 @@ impl PublishRequest {
             Some(raw) => raw.to_owned(),
             None => RawValue::from_string("null".into()).expect("null is JSON"),
         };
-        let audience = match users {
+        let audience = match (users, channel) {
+            (Some(_), Some(_)) => {
+                return Err(BadRequest("give \"users\" or \"channel\", not both".into()));
+            }
+            (None, Some(raw)) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(c) if crate::channel::valid_name(&c) => Audience::Channel(c),
+                _ => {
+                    return Err(BadRequest(format!(
+                        "\"channel\" must be a string of 1 to {} characters of A-Z a-z 0-9 : _ - . @",
+                        crate::channel::MAX_NAME
+                    )))
+                }
+            },
             // `null` is refused rather than read as "everyone": a serialiser that writes an
             // empty list as null must not turn a private event into a broadcast.
-            None => Audience::All,
-            Some(raw) => {
+            (None, None) => Audience::All,
+            (Some(raw), None) => {
                 let list: Vec<String> = serde_json::from_str(raw.get())
                     .map_err(|_| BadRequest("\"users\" must be a list of user id strings".into()))?;
                 if list.is_empty() {
@@ -233,7 +263,14 @@ mod tests {
         assert!(err(r#"{"type":"t","users":[]}"#).contains("\"users\""));
         assert!(err(r#"{"type":"t","users":[""]}"#).contains("\"users\""));
         assert!(err(r#"{"type":"t","users":null}"#).contains("\"users\""));
-        assert!(err(r#"{"type":"t","channel":"x"}"#).contains("\"channel\""));
+        assert!(err(r#"{"type":"t","channel":"a b"}"#).contains("\"channel\""));
+        assert!(err(r#"{"type":"t","channel":5}"#).contains("\"channel\""));
+        assert!(err(r#"{"type":"t","channel":"x","users":["a"]}"#).contains("\"channel\""));
+        assert!(err(r#"{"type":"t","other":1}"#).contains("unknown field"));
+        let p = PublishRequest::parse(br#"{"type":"t","channel":"project:42"}"#).unwrap();
+        assert_eq!(p.audience, Audience::Channel("project:42".into()));
+        let ev = Event { id: "1-0".into(), kind: p.kind, data: p.data, ts: 7, audience: p.audience };
+        assert_eq!(ev.frame().as_str(), r#"{"id":"1-0","type":"t","channel":"project:42","data":null,"ts":7}"#);
     }
 
     #[test]

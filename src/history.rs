@@ -79,11 +79,12 @@ pub enum Replay {
     NotRecovered,
 }
 
-/// Whether an event with this audience is for `user`.
-pub fn addressed_to(audience: &Audience, user: &str) -> bool {
+/// Whether an event with this audience is for a connection of `user` in `channels`.
+pub fn addressed_to(audience: &Audience, user: &str, channels: &[String]) -> bool {
     match audience {
         Audience::All => true,
         Audience::Users(u) => u.binary_search_by(|x| x.as_str().cmp(user)).is_ok(),
+        Audience::Channel(c) => channels.iter().any(|x| x == c),
     }
 }
 
@@ -150,7 +151,7 @@ impl MemoryHistory {
     }
 
     /// The events after `since` for `user`, if all of them are still here.
-    pub fn replay(&mut self, since: &str, user: &str, max: usize) -> Replay {
+    pub fn replay(&mut self, since: &str, user: &str, channels: &[String], max: usize) -> Replay {
         let Ok(since) = since.parse::<StreamId>() else { return Replay::NotRecovered };
         self.trim_age(now_ms());
         if self.limits.max_events == 0 || since < self.floor || since > self.last {
@@ -160,8 +161,12 @@ impl MemoryHistory {
         if self.ring.len() - start > max {
             return Replay::NotRecovered;
         }
-        let frames =
-            self.ring.range(start..).filter(|e| addressed_to(&e.audience, user)).map(|e| e.frame.clone()).collect();
+        let frames = self
+            .ring
+            .range(start..)
+            .filter(|e| addressed_to(&e.audience, user, channels))
+            .map(|e| e.frame.clone())
+            .collect();
         Replay::Recovered { frames, upto: Some(self.last) }
     }
 
@@ -233,14 +238,14 @@ mod tests {
         let a = h.append(&mut event(Audience::All));
         let _b = h.append(&mut event(Audience::Users(vec!["bob".into()])));
         let c = h.append(&mut event(Audience::Users(vec!["alice".into(), "carol".into()])));
-        assert_eq!(ids(h.replay(&first.to_string(), "alice", 100)), [a.to_string(), c.to_string()]);
-        assert!(ids(h.replay(&c.to_string(), "alice", 100)).is_empty());
+        assert_eq!(ids(h.replay(&first.to_string(), "alice", &[], 100)), [a.to_string(), c.to_string()]);
+        assert!(ids(h.replay(&c.to_string(), "alice", &[], 100)).is_empty());
         // Malformed, from the future, from before this process: not recoverable.
-        assert_eq!(ids(h.replay("x", "alice", 100)), ["not recovered"]);
-        assert_eq!(ids(h.replay(&c.next(c.ms + 1).to_string(), "alice", 100)), ["not recovered"]);
-        assert_eq!(ids(h.replay("1-0", "alice", 100)), ["not recovered"]);
+        assert_eq!(ids(h.replay("x", "alice", &[], 100)), ["not recovered"]);
+        assert_eq!(ids(h.replay(&c.next(c.ms + 1).to_string(), "alice", &[], 100)), ["not recovered"]);
+        assert_eq!(ids(h.replay("1-0", "alice", &[], 100)), ["not recovered"]);
         // More than the caller may replay.
-        assert_eq!(ids(h.replay(&first.to_string(), "alice", 2)), ["not recovered"]);
+        assert_eq!(ids(h.replay(&first.to_string(), "alice", &[], 2)), ["not recovered"]);
     }
 
     #[test]
@@ -249,10 +254,10 @@ mod tests {
         let ids_: Vec<StreamId> = (0..5).map(|_| h.append(&mut event(Audience::All))).collect();
         assert_eq!(h.len(), 3);
         // ids_[1] was the last trimmed: everything after it is still here.
-        assert_eq!(ids(h.replay(&ids_[1].to_string(), "u", 10)).len(), 3);
-        assert_eq!(ids(h.replay(&ids_[0].to_string(), "u", 10)), ["not recovered"]);
+        assert_eq!(ids(h.replay(&ids_[1].to_string(), "u", &[], 10)).len(), 3);
+        assert_eq!(ids(h.replay(&ids_[0].to_string(), "u", &[], 10)), ["not recovered"]);
         let mut off = MemoryHistory::new(limits(0));
         let id = off.append(&mut event(Audience::All));
-        assert_eq!(ids(off.replay(&id.to_string(), "u", 10)), ["not recovered"]);
+        assert_eq!(ids(off.replay(&id.to_string(), "u", &[], 10)), ["not recovered"]);
     }
 }

@@ -18,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -99,6 +99,7 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>) -> Response<Body> {
         "/ws/tasks" | "/ws" | "/ws/stats" | "/live" | "/ready" | "/health" | "/metrics" => "GET",
         "/api/events" => "POST",
         "/demo" | "/demo/" | "/demo/wsgate.js" if st.cfg.demo_page => "GET",
+        p if presence_channel(p).is_some() => "GET",
         _ => return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
     // HEAD is answered wherever GET is (hyper leaves the body out); uptime checks use it.
@@ -132,8 +133,52 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>) -> Response<Body> {
         }
         "/demo" | "/demo/" => static_file(DEMO_HTML, "text/html; charset=utf-8"),
         "/demo/wsgate.js" => static_file(JS_CLIENT, "text/javascript; charset=utf-8"),
-        _ => unreachable!("every routed path is matched above"),
+        p => match presence_channel(p).map(percent_decode) {
+            Some(channel) => presence(req, channel, &st).await,
+            None => unreachable!("every routed path is matched above"),
+        },
     }
+}
+
+/// The `{name}` of `/api/channels/{name}/presence` (still percent-encoded).
+fn presence_channel(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/channels/")?.strip_suffix("/presence").filter(|n| !n.contains('/'))
+}
+
+/// `GET /api/channels/{name}/presence`: who is in a channel across the fleet (service token).
+async fn presence(req: Request<Incoming>, name: String, st: &Arc<AppState>) -> Response<Body> {
+    let (parts, _) = req.into_parts();
+    let token = token_from_parts(&parts, false).unwrap_or_default();
+    if let Err(e) = st.auth.verify_publisher(&token) {
+        return auth_error(st, &e);
+    }
+    if !crate::channel::valid_name(&name) {
+        return error(StatusCode::BAD_REQUEST, &crate::channel::Refusal::InvalidChannel.message(0));
+    }
+    let users: Vec<Value> =
+        st.broker.presence(&name).await.into_iter().map(|(u, n)| json!({"user": u, "connections": n})).collect();
+    json_response(StatusCode::OK, &json!({ "channel": name, "users": users }))
+}
+
+/// `%XX` escapes decoded; an invalid one is kept as is (and then fails name validation).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `GET /ws/tasks`: checks, then answers 101 and hands the socket to a session task.
@@ -184,9 +229,22 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
     // headers (and hyper's read buffer, through `read_buf`) for the socket's whole life,
     // which is most of an idle connection's memory.
     let since = req.uri().query().and_then(|q| query_param(q, "since"));
+    let mut channels: Vec<String> = Vec::new();
+    for name in req.uri().query().and_then(|q| query_param(q, "channels")).unwrap_or_default().split(',') {
+        let name = name.trim();
+        if !name.is_empty() && !channels.iter().any(|c| c == name) {
+            channels.push(name.to_string());
+        }
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
-    let peer = Peer { user: claims.sub, valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()), since };
+    let peer = Peer {
+        user: claims.sub,
+        valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()),
+        since,
+        grants: claims.channels,
+        channels,
+    };
     let st2 = st.clone();
     let session_rt = st.session_rt.clone();
     st.sessions.spawn_on(

@@ -21,6 +21,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::channel::Refusal;
 use crate::disconnect::Disconnect;
 use crate::event::{now_ms, Audience, Event};
 use crate::metrics::Metrics;
@@ -54,6 +55,20 @@ struct Registry {
     conns: HashMap<u64, Arc<Outbox>>,
     /// user → that user's connection ids (usually one or two, so a Vec beats a set).
     users: HashMap<Arc<str>, Vec<u64>>,
+    /// channel → its subscribed connections here, with their users (for presence).
+    channels: HashMap<Arc<str>, Vec<(u64, Arc<str>)>>,
+    /// connection → the channels it joined (only connections that joined any).
+    joined: HashMap<u64, Vec<Arc<str>>>,
+    subscriptions: usize,
+}
+
+/// The answer to a subscription.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Joined {
+    /// Newly joined; `first` when no other local connection was in the channel.
+    New { first: bool },
+    /// The connection was in the channel already.
+    Already,
 }
 
 pub struct Hub {
@@ -73,6 +88,8 @@ pub struct Hub {
     dispatch_budget: Arc<tokio::sync::Semaphore>,
     /// Taken by [`Hub::spawn_dispatcher`].
     dispatch_rx: Mutex<Option<mpsc::Receiver<Pending>>>,
+    /// Told the name of each channel whose last local subscriber left (the broker routes).
+    vacated: Mutex<Option<mpsc::UnboundedSender<Arc<str>>>>,
 }
 
 /// A registered connection. Dropping it unregisters the connection, so no exit path of a
@@ -119,6 +136,7 @@ impl Hub {
             dispatch_tx,
             dispatch_budget: Arc::new(tokio::sync::Semaphore::new(DISPATCH_BUDGET_KIB as usize)),
             dispatch_rx: Mutex::new(Some(dispatch_rx)),
+            vacated: Mutex::new(None),
         })
     }
 
@@ -191,6 +209,9 @@ impl Hub {
                 reg.users.remove(user);
             }
         }
+        for channel in reg.joined.remove(&id).unwrap_or_default() {
+            self.leave(&mut reg, id, &channel);
+        }
         self.publish_counts(&reg);
     }
 
@@ -199,6 +220,94 @@ impl Hub {
         self.users.store(reg.users.len(), Ordering::Relaxed);
         self.metrics.connections.set(reg.conns.len() as i64);
         self.metrics.users.set(reg.users.len() as i64);
+        self.metrics.channels.set(reg.channels.len() as i64);
+        self.metrics.channel_subscriptions.set(reg.subscriptions as i64);
+    }
+
+    /// Where to report channels whose last local subscriber left (the broker's router).
+    pub fn report_vacated_to(&self, tx: mpsc::UnboundedSender<Arc<str>>) {
+        *self.vacated.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+    }
+
+    /// Adds connection `id` of `user` to `channel`, unless it is in `max` channels already.
+    /// The caller has checked the name and the user's right to it ([`crate::channel::check`]).
+    pub fn subscribe(&self, id: u64, user: &Arc<str>, channel: &str, max: usize) -> Result<Joined, Refusal> {
+        let mut reg = self.write();
+        let joined = reg.joined.get(&id).map_or(&[][..], Vec::as_slice);
+        if joined.iter().any(|c| &**c == channel) {
+            return Ok(Joined::Already);
+        }
+        if joined.len() >= max {
+            return Err(Refusal::TooManyChannels);
+        }
+        if !reg.conns.contains_key(&id) {
+            // Unregistered meanwhile: nothing to join (the session is ending).
+            return Ok(Joined::Already);
+        }
+        let name: Arc<str> = match reg.channels.get_key_value(channel) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(channel),
+        };
+        let members = reg.channels.entry(name.clone()).or_default();
+        let first = members.is_empty();
+        members.push((id, user.clone()));
+        reg.joined.entry(id).or_default().push(name);
+        reg.subscriptions += 1;
+        self.publish_counts(&reg);
+        Ok(Joined::New { first })
+    }
+
+    /// Removes connection `id` from `channel`; false if it was not in it.
+    pub fn unsubscribe(&self, id: u64, channel: &str) -> bool {
+        let mut reg = self.write();
+        let Some(joined) = reg.joined.get_mut(&id) else { return false };
+        let Some(at) = joined.iter().position(|c| &**c == channel) else { return false };
+        let name = joined.swap_remove(at);
+        if joined.is_empty() {
+            reg.joined.remove(&id);
+        }
+        self.leave(&mut reg, id, &name);
+        self.publish_counts(&reg);
+        true
+    }
+
+    fn leave(&self, reg: &mut Registry, id: u64, channel: &Arc<str>) {
+        let Some(members) = reg.channels.get_mut(channel) else { return };
+        let before = members.len();
+        members.retain(|(c, _)| *c != id);
+        reg.subscriptions -= before - members.len();
+        if members.is_empty() {
+            reg.channels.remove(channel);
+            if let Some(tx) = self.vacated.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                let _ = tx.send(channel.clone());
+            }
+        }
+    }
+
+    /// Local subscribers of `channel`: (user, connections), sorted by user.
+    pub fn presence(&self, channel: &str) -> Vec<(String, usize)> {
+        let reg = self.read();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (_, user) in reg.channels.get(channel).into_iter().flatten() {
+            *counts.entry(user).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = counts.into_iter().map(|(u, n)| (u.to_string(), n)).collect();
+        v.sort();
+        v
+    }
+
+    /// Whether any local connection is in `channel`.
+    pub fn has_subscribers(&self, channel: &str) -> bool {
+        self.read().channels.contains_key(channel)
+    }
+
+    /// Every channel with local subscribers.
+    pub fn channel_names(&self) -> Vec<Arc<str>> {
+        self.read().channels.keys().cloned().collect()
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.read().channels.len()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
@@ -235,7 +344,7 @@ impl Hub {
             while i < batch.len() {
                 let run = match &batch[i].event.audience {
                     Audience::All => batch[i..].iter().take_while(|p| p.event.audience == Audience::All).count(),
-                    Audience::Users(_) => 1,
+                    Audience::Users(_) | Audience::Channel(_) => 1,
                 };
                 d.add(Self::fan_out(&reg, &batch[i].event.audience, &frames[i..i + run]));
                 i += run;
@@ -274,6 +383,13 @@ impl Hub {
                         if let Some(e) = reg.conns.get(id) {
                             push(e);
                         }
+                    }
+                }
+            }
+            Audience::Channel(c) => {
+                for (id, _) in reg.channels.get(c.as_str()).into_iter().flatten() {
+                    if let Some(e) = reg.conns.get(id) {
+                        push(e);
                     }
                 }
             }

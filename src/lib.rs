@@ -9,6 +9,7 @@
 //! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
 //! - [`http`]: hyper accept loop, routing, the publish endpoint, the WebSocket upgrade; JSON errors.
 //! - [`auth`]: JWT → `Claims`; typed `AuthError` whose reason is a metric label.
+//! - [`channel`]: channel names, who may join them (the token's `channels` claim), refusals.
 //! - [`event`]: `Event`, its audience, the publish body parser, the frame encoding.
 //! - [`idempotency`]: `Idempotency-Key` validation, body fingerprint, the local key store.
 //! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee) and its implementations.
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod disconnect;

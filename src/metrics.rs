@@ -43,6 +43,10 @@ pub struct Metrics {
     pub redis_outbox_events: Gauge,
     pub redis_outbox_flushed: Counter,
     pub idempotent_replays: Counter,
+    pub channels: Gauge,
+    pub channel_subscriptions: Gauge,
+    channel_refusals: Family<Labels, Counter>,
+    pub redis_channel_subscriptions: Gauge,
 }
 
 impl Default for Metrics {
@@ -81,6 +85,10 @@ impl Metrics {
             redis_outbox_events: Gauge::default(),
             redis_outbox_flushed: Counter::default(),
             idempotent_replays: Counter::default(),
+            channels: Gauge::default(),
+            channel_subscriptions: Gauge::default(),
+            channel_refusals: Family::default(),
+            redis_channel_subscriptions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections on this instance", m.connections.clone());
@@ -153,6 +161,21 @@ impl Metrics {
             "Publishes answered from an earlier one with the same Idempotency-Key",
             m.idempotent_replays.clone(),
         );
+        registry.register("channels", "Channels with at least one subscriber on this instance", m.channels.clone());
+        registry.register(
+            "channel_subscriptions",
+            "Channel subscriptions of this instance's connections",
+            m.channel_subscriptions.clone(),
+        );
+        registry.register("channel_refusals", "Refused channel subscriptions by reason", m.channel_refusals.clone());
+        registry.register(
+            "redis_channel_subscriptions",
+            "Redis channels this instance subscribes to for its channel subscribers",
+            m.redis_channel_subscriptions.clone(),
+        );
+        for r in crate::channel::Refusal::ALL {
+            let _ = m.channel_refusals.get_or_create(&vec![("reason", r.code())]);
+        }
         for r in ["recovered", "not_recovered"] {
             let _ = m.resumes.get_or_create(&vec![("result", r)]);
         }
@@ -171,6 +194,10 @@ impl Metrics {
 
     pub fn disconnect(&self, d: Disconnect) {
         self.disconnects.get_or_create(&vec![("reason", d.reason())]).inc();
+    }
+
+    pub fn channel_refused(&self, r: crate::channel::Refusal) {
+        self.channel_refusals.get_or_create(&vec![("reason", r.code())]).inc();
     }
 
     pub fn resume(&self, recovered: bool) {

@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::broker::Broker;
+use crate::channel::{self, Refusal};
 use crate::disconnect::Disconnect;
 use crate::event::now_ms;
 use crate::history::{frame_position, Replay, StreamId};
@@ -38,6 +39,8 @@ pub struct SessionSettings {
     pub write_timeout: Duration,
     /// Upper bound on the closing handshake (sending our close frame, waiting for theirs).
     pub close_timeout: Duration,
+    /// Most channels one connection may join.
+    pub max_channels: usize,
 }
 
 /// The user a session serves and until when.
@@ -49,6 +52,25 @@ pub struct Peer {
     pub valid_until: u64,
     /// The last event id the client saw, when it asks to resume (`since=`).
     pub since: Option<String>,
+    /// The token's `channels` claim: what this user may join.
+    pub grants: Vec<String>,
+    /// Channels asked for at connect (`channels=a,b`), in order, without repeats.
+    pub channels: Vec<String>,
+}
+
+/// What a session works with once registered.
+struct Conn<'a> {
+    hub: &'a Hub,
+    broker: &'a dyn Broker,
+    reg: &'a Registration,
+    grants: &'a [String],
+    s: &'a SessionSettings,
+}
+
+/// A channel request read from the client; `Err` holds a `channel` that is not a string.
+enum ChannelOp {
+    Subscribe(Result<String, serde_json::Value>),
+    Unsubscribe(Result<String, serde_json::Value>),
 }
 
 const PONG: &str = r#"{"type":"pong"}"#;
@@ -62,8 +84,19 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     let conn_id = format!("{}-{}", hub.instance_id(), reg.id);
     tracing::info!(user = %peer.user, conn_id = %conn_id, since = peer.since.as_deref(), "connected");
 
+    let conn = Conn { hub: &hub, broker: &*broker, reg: &reg, grants: &peer.grants, s: &settings };
+    // Channels asked for at connect are joined before the replay, so it covers them too.
+    let mut answers = VecDeque::new();
+    let mut joined = Vec::new();
+    for name in &peer.channels {
+        let (frame, ok) = conn.join(name).await;
+        answers.push_back(frame);
+        if ok {
+            joined.push(name.clone());
+        }
+    }
     let replay = match &peer.since {
-        Some(since) => Some(broker.replay(since, &peer.user).await),
+        Some(since) => Some(broker.replay(since, &peer.user, &joined).await),
         None => None,
     };
     let mut hello = serde_json::json!({
@@ -84,10 +117,17 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     }
     // The first frames, written before anything from the outbox: events queued meanwhile wait.
     let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::text(hello.to_string()))).await {
-        Ok(Ok(())) => match send_replay(&mut ws, replay, &hub, &settings).await {
-            Ok(skip) => serve(&mut ws, &reg, expiry_instant(peer.valid_until), &settings, skip).await,
-            Err(reason) => reason,
-        },
+        Ok(Ok(())) => {
+            // Then the answers to `channels=`, the missed events, and live ones.
+            let answered = tokio::time::timeout(settings.write_timeout, write_batch(&mut ws, &mut answers)).await;
+            match answered.unwrap_or(Err(Disconnect::Slow)) {
+                Err(reason) => reason,
+                Ok(()) => match send_replay(&mut ws, replay, &hub, &settings).await {
+                    Ok(skip) => serve(&mut ws, &conn, expiry_instant(peer.valid_until), skip).await,
+                    Err(reason) => reason,
+                },
+            }
+        }
         Ok(Err(_)) => Disconnect::Error,
         Err(_) => Disconnect::Slow,
     };
@@ -163,13 +203,9 @@ async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
 ///
 /// `skip`: after a replay, live events up to this position were in it; they are dropped until
 /// the first later one arrives.
-async fn serve(
-    ws: &mut Socket,
-    reg: &Registration,
-    expires: Instant,
-    s: &SessionSettings,
-    mut skip: Option<StreamId>,
-) -> Disconnect {
+async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Option<StreamId>) -> Disconnect {
+    let (reg, s) = (conn.reg, conn.s);
+    let mut ops = Vec::new();
     let mut batch: VecDeque<Utf8Bytes> = VecDeque::new();
     let mut last_heard = Instant::now();
     let mut ping_sent: Option<Instant> = None;
@@ -212,13 +248,19 @@ async fn serve(
                 if r.is_err() {
                     return Disconnect::Error;
                 }
-                match read_available(ws, reg) {
+                match read_available(ws, reg, &mut ops) {
                     Ok(true) => {
                         last_heard = Instant::now();
                         ping_sent = None;
                     }
                     Ok(false) => {}
                     Err(reason) => return reason,
+                }
+                for op in ops.drain(..) {
+                    let reply = conn.channel_op(op).await;
+                    if reg.outbox.push(reply) == Push::Overflow {
+                        return Disconnect::Slow;
+                    }
                 }
             }
             _ = &mut timer => {
@@ -262,9 +304,58 @@ async fn write_batch(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>) -> Result
     ws.flush().await.map_err(|_| Disconnect::Error)
 }
 
-/// Handles every complete message already readable, without waiting. Returns whether
-/// anything was read, or why the connection must end.
-fn read_available(ws: &mut Socket, reg: &Registration) -> Result<bool, Disconnect> {
+impl Conn<'_> {
+    /// Joins `name` if the token allows it and the connection has room; the answer frame and
+    /// whether it joined.
+    async fn join(&self, name: &str) -> (Utf8Bytes, bool) {
+        let (reg, hub) = (self.reg, self.hub);
+        let joined = channel::check(&reg.user, self.grants, name)
+            .and_then(|()| hub.subscribe(reg.id, &reg.user, name, self.s.max_channels));
+        match joined {
+            Ok(_) => {
+                // Once this resolves the instance receives the channel's events.
+                self.broker.join(name).await;
+                (channel_frame("subscribed", name), true)
+            }
+            Err(refusal) => {
+                hub.metrics().channel_refused(refusal);
+                (refusal_frame(refusal, &serde_json::Value::from(name), self.s.max_channels), false)
+            }
+        }
+    }
+
+    async fn channel_op(&self, op: ChannelOp) -> Utf8Bytes {
+        match op {
+            ChannelOp::Subscribe(Ok(name)) => self.join(&name).await.0,
+            ChannelOp::Unsubscribe(Ok(name)) if channel::valid_name(&name) => {
+                self.hub.unsubscribe(self.reg.id, &name);
+                channel_frame("unsubscribed", &name)
+            }
+            ChannelOp::Unsubscribe(Ok(name)) => self.refuse(&serde_json::Value::from(name)),
+            ChannelOp::Subscribe(Err(raw)) | ChannelOp::Unsubscribe(Err(raw)) => self.refuse(&raw),
+        }
+    }
+
+    fn refuse(&self, channel: &serde_json::Value) -> Utf8Bytes {
+        self.hub.metrics().channel_refused(Refusal::InvalidChannel);
+        refusal_frame(Refusal::InvalidChannel, channel, self.s.max_channels)
+    }
+}
+
+fn channel_frame(kind: &str, name: &str) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::json!({"type": kind, "channel": name}).to_string())
+}
+
+fn refusal_frame(r: Refusal, channel: &serde_json::Value, max_channels: usize) -> Utf8Bytes {
+    let v =
+        serde_json::json!({"type": "error", "channel": channel, "error": r.code(), "message": r.message(max_channels)});
+    Utf8Bytes::from(v.to_string())
+}
+
+/// Handles every complete message already readable, without waiting; channel requests (which
+/// may wait on the broker) go to `ops`. Returns whether anything was read, or why the
+/// connection must end.
+fn read_available(ws: &mut Socket, reg: &Registration, ops: &mut Vec<ChannelOp>) -> Result<bool, Disconnect> {
     let mut heard = false;
     loop {
         let msg = match ws.next().now_or_never() {
@@ -275,7 +366,13 @@ fn read_available(ws: &mut Socket, reg: &Registration) -> Result<bool, Disconnec
         };
         heard = true;
         let reply = match msg {
-            Message::Text(t) => reply_to(t.as_str()),
+            Message::Text(t) => match parse_request(t.as_str()) {
+                Request::Reply(r) => Some(r),
+                Request::Channel(op) => {
+                    ops.push(op);
+                    None
+                }
+            },
             Message::Binary(_) => Some(error_frame("unsupported", "binary frames are not supported; send JSON text")),
             // tungstenite answers pings itself; pongs only prove liveness.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
@@ -304,21 +401,41 @@ fn classify(e: WsError) -> Disconnect {
     }
 }
 
-/// The answer to a client's text message, if any.
-fn reply_to(text: &str) -> Option<Utf8Bytes> {
+/// A client's text message.
+enum Request {
+    /// Answered at once.
+    Reply(Utf8Bytes),
+    Channel(ChannelOp),
+}
+
+fn parse_request(text: &str) -> Request {
     #[derive(serde::Deserialize)]
     struct ClientMessage<'a> {
         #[serde(rename = "type", borrow)]
         kind: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        channel: serde_json::Value,
     }
-    match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage { kind: Some(k) }) if k == "ping" => Some(Utf8Bytes::from_static(PONG)),
-        Ok(ClientMessage { kind: Some(k) }) => {
-            Some(error_frame("unknown_type", &format!("unknown message type {k:?}; supported: \"ping\"")))
+    let name = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => Ok(s),
+        other => Err(other),
+    };
+    let reply = match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage { kind: Some(k), .. }) if k == "ping" => Utf8Bytes::from_static(PONG),
+        Ok(ClientMessage { kind: Some(k), channel }) if k == "subscribe" => {
+            return Request::Channel(ChannelOp::Subscribe(name(channel)))
         }
-        Ok(ClientMessage { kind: None }) => Some(error_frame("invalid_message", "message lacks a string \"type\"")),
-        Err(_) => Some(error_frame("invalid_message", "messages must be JSON objects with a \"type\"")),
-    }
+        Ok(ClientMessage { kind: Some(k), channel }) if k == "unsubscribe" => {
+            return Request::Channel(ChannelOp::Unsubscribe(name(channel)))
+        }
+        Ok(ClientMessage { kind: Some(k), .. }) => error_frame(
+            "unknown_type",
+            &format!("unknown message type {k:?}; supported: \"ping\", \"subscribe\", \"unsubscribe\""),
+        ),
+        Ok(ClientMessage { kind: None, .. }) => error_frame("invalid_message", "message lacks a string \"type\""),
+        Err(_) => error_frame("invalid_message", "messages must be JSON objects with a \"type\""),
+    };
+    Request::Reply(reply)
 }
 
 fn error_frame(code: &str, message: &str) -> Utf8Bytes {
@@ -329,11 +446,23 @@ fn error_frame(code: &str, message: &str) -> Utf8Bytes {
 mod tests {
     use super::*;
 
+    fn reply(text: &str) -> String {
+        match parse_request(text) {
+            Request::Reply(r) => r.as_str().to_string(),
+            Request::Channel(ChannelOp::Subscribe(c)) => format!("subscribe {c:?}"),
+            Request::Channel(ChannelOp::Unsubscribe(c)) => format!("unsubscribe {c:?}"),
+        }
+    }
+
     #[test]
     fn client_messages() {
-        assert_eq!(reply_to(r#"{"type":"ping"}"#).unwrap().as_str(), PONG);
-        assert!(reply_to(r#"{"type":"nope"}"#).unwrap().as_str().contains("unknown_type"));
-        assert!(reply_to("hello").unwrap().as_str().contains("invalid_message"));
-        assert!(reply_to(r#"{"type":3}"#).unwrap().as_str().contains("invalid_message"));
+        assert_eq!(reply(r#"{"type":"ping"}"#), PONG);
+        assert!(reply(r#"{"type":"nope"}"#).contains("unknown_type"));
+        assert!(reply("hello").contains("invalid_message"));
+        assert!(reply(r#"{"type":3}"#).contains("invalid_message"));
+        assert_eq!(reply(r#"{"type":"subscribe","channel":"a:1"}"#), r#"subscribe Ok("a:1")"#);
+        assert_eq!(reply(r#"{"type":"unsubscribe","channel":"a:1"}"#), r#"unsubscribe Ok("a:1")"#);
+        assert_eq!(reply(r#"{"type":"subscribe","channel":5}"#), "subscribe Err(Number(5))");
+        assert_eq!(reply(r#"{"type":"subscribe"}"#), "subscribe Err(Null)");
     }
 }

@@ -14,6 +14,7 @@ pub async fn ws_stats(st: &AppState) -> Value {
         "instance_id": st.hub.instance_id(),
         "local_connections": st.hub.connection_count(),
         "local_users": st.hub.user_count(),
+        "local_channels": st.hub.channel_count(),
         "redis_enabled": status.redis_enabled,
         "total_instances": fleet.total_instances,
         "total_connections": fleet.total_connections,

@@ -157,13 +157,13 @@ async fn suite(fleet: &[Instance]) {
     let since = published[n - 3].to_string();
     last.broker.publish(event(&ids, "for-bob", Audience::Users(vec!["bob".into()])), now()).await.unwrap();
     for inst in fleet {
-        let got = replayed(inst.broker.replay(&since, "alice").await).expect("recent history is recoverable");
+        let got = replayed(inst.broker.replay(&since, "alice", &[]).await).expect("recent history is recoverable");
         assert_eq!(got[..2], ["seq-0298", "seq-0299"]);
         assert_eq!(got.len(), 2 + want.len(), "alice's replay: {got:?}");
-        let got = replayed(inst.broker.replay(&since, "bob").await).unwrap();
+        let got = replayed(inst.broker.replay(&since, "bob", &[]).await).unwrap();
         assert_eq!(got.last().map(String::as_str), Some("for-bob"));
-        assert_eq!(replayed(inst.broker.replay("not-an-id", "bob").await), None);
-        assert_eq!(replayed(inst.broker.replay("1-0", "bob").await), None, "ids older than the history");
+        assert_eq!(replayed(inst.broker.replay("not-an-id", "bob", &[]).await), None);
+        assert_eq!(replayed(inst.broker.replay("1-0", "bob", &[]).await), None, "ids older than the history");
     }
     for (a1, a2, b) in &regs {
         assert_eq!(receive(b, 1).await, ["for-bob"]);
@@ -177,10 +177,30 @@ async fn suite(fleet: &[Instance]) {
     assert_eq!(p2, Published { id: p1.id.clone(), replayed: true });
     let p3 = last.broker.publish(event(&ids, "once", Audience::All), keyed("k1", "other body")).await;
     assert_eq!(p3, Err(PublishError::KeyReused));
-    for (a1, _, _) in &regs {
-        let got = receive(a1, 1).await;
-        assert_eq!(got, ["once"]);
-        assert!(quiet(a1).await.is_empty(), "an idempotent retry was delivered again");
+    for (a1, a2, b) in &regs {
+        for r in [a1, a2, b] {
+            assert_eq!(receive(r, 1).await, ["once"]);
+            assert!(quiet(r).await.is_empty(), "an idempotent retry was delivered again");
+        }
+    }
+
+    // Channels: an event for a channel reaches the connections in it on every instance, and
+    // nobody else; the channel's history is replayed to those who ask with the channel.
+    for (inst, (a1, _, _)) in fleet.iter().zip(&regs) {
+        assert!(inst.hub.subscribe(a1.id, &a1.user, "room:1", 10).is_ok());
+        inst.broker.join("room:1").await;
+    }
+    let before = first.broker.position().await;
+    last.broker.publish(event(&ids, "in-room", Audience::Channel("room:1".into())), now()).await.unwrap();
+    for (a1, a2, b) in &regs {
+        assert_eq!(receive(a1, 1).await, ["in-room"]);
+        assert!(quiet(a2).await.is_empty() && quiet(b).await.is_empty(), "a channel event left its channel");
+    }
+    if let Some(before) = before {
+        let with = replayed(first.broker.replay(&before, "bob", &["room:1".to_string()]).await).unwrap();
+        assert_eq!(with, ["in-room"]);
+        let without = replayed(first.broker.replay(&before, "bob", &[]).await).unwrap();
+        assert!(without.is_empty(), "{without:?}");
     }
 
     // Fleet totals: every instance sees every connection (heartbeats may lag a period).

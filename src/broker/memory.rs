@@ -54,8 +54,17 @@ impl Broker for MemoryBroker {
         .boxed()
     }
 
-    fn replay<'a>(&'a self, since: &'a str, user: &'a str) -> BoxFuture<'a, Replay> {
-        async move { self.state.lock().await.history.replay(since, user, usize::MAX) }.boxed()
+    fn replay<'a>(&'a self, since: &'a str, user: &'a str, channels: &'a [String]) -> BoxFuture<'a, Replay> {
+        async move { self.state.lock().await.history.replay(since, user, channels, usize::MAX) }.boxed()
+    }
+
+    fn join<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
+        // One instance: the hub already routes by channel.
+        futures_util::future::ready(()).boxed()
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
+        futures_util::future::ready(self.hub.presence(channel)).boxed()
     }
 
     fn position(&self) -> BoxFuture<'_, Option<String>> {

@@ -97,7 +97,16 @@ pub trait Broker: Send + Sync + 'static {
     /// The events after `since` addressed to `user`, if every event after `since` is still
     /// kept. Called after the connection is registered, so nothing falls between the replay
     /// and the live events (the session drops live events the replay already holds).
-    fn replay<'a>(&'a self, since: &'a str, user: &'a str) -> BoxFuture<'a, Replay>;
+    fn replay<'a>(&'a self, since: &'a str, user: &'a str, channels: &'a [String]) -> BoxFuture<'a, Replay>;
+
+    /// Makes sure this instance receives `channel`'s events from every instance; resolves once
+    /// it does (or, with Redis away, once the subscription is queued for the reconnect). Called
+    /// after a local connection joined the channel, before it is told `subscribed`. The hub
+    /// reports channels whose last local subscriber left ([`crate::hub::Hub::report_vacated_to`]).
+    fn join<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
+
+    /// The users in `channel` across the fleet with their connection counts, sorted by user.
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>>;
 
     /// The id of the newest event this instance has handed to its hub, if it knows one. A
     /// connection registered before this call receives every later event, so a client that

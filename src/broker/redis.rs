@@ -174,6 +174,8 @@ struct Envelope<'a> {
     ts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     users: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    channel: Option<Cow<'a, str>>,
 }
 
 impl Envelope<'_> {
@@ -184,7 +186,11 @@ impl Envelope<'_> {
             kind: self.kind.into_owned(),
             data: self.data.to_owned(),
             ts: self.ts,
-            audience: self.users.map_or(Audience::All, Audience::Users),
+            audience: match (self.channel, self.users) {
+                (Some(c), _) => Audience::Channel(c.into_owned()),
+                (None, Some(u)) => Audience::Users(u),
+                (None, None) => Audience::All,
+            },
         }
     }
 }
@@ -814,9 +820,10 @@ impl RedisBroker {
     /// The envelope for `event` (see the module docs); `held` marks it as already delivered
     /// by this instance.
     fn envelope(&self, event: &Event, held: bool) -> String {
-        let users = match &event.audience {
-            Audience::All => None,
-            Audience::Users(u) => Some(u.clone()),
+        let (users, channel) = match &event.audience {
+            Audience::All => (None, None),
+            Audience::Users(u) => (Some(u.clone()), None),
+            Audience::Channel(c) => (None, Some(Cow::Borrowed(c.as_str()))),
         };
         let env = Envelope {
             sid: None,
@@ -829,6 +836,7 @@ impl RedisBroker {
             data: &event.data,
             ts: event.ts,
             users,
+            channel,
         };
         serde_json::to_string(&env).unwrap_or_default()
     }
@@ -879,7 +887,7 @@ impl Broker for RedisBroker {
         .boxed()
     }
 
-    fn replay<'a>(&'a self, since: &'a str, user: &'a str) -> BoxFuture<'a, Replay> {
+    fn replay<'a>(&'a self, since: &'a str, user: &'a str, channels: &'a [String]) -> BoxFuture<'a, Replay> {
         async move {
             if self.history.max_events == 0 || since.parse::<StreamId>().is_err() {
                 return Replay::NotRecovered;
@@ -916,7 +924,7 @@ impl Broker for RedisBroker {
                 match serde_json::from_slice::<Envelope>(&bytes) {
                     Ok(env) => {
                         let event = env.event(id.to_string());
-                        if addressed_to(&event.audience, user) {
+                        if addressed_to(&event.audience, user, channels) {
                             frames.push(event.frame());
                         }
                     }
@@ -928,6 +936,14 @@ impl Broker for RedisBroker {
             Replay::Recovered { frames, upto }
         }
         .boxed()
+    }
+
+    fn join<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
+        futures_util::future::ready(self.hub.presence(channel)).boxed()
     }
 
     fn position(&self) -> BoxFuture<'_, Option<String>> {

@@ -1007,3 +1007,203 @@ impl WsClient {
         .await
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Channels and presence
+
+/// A user token `{sub, exp: now + 1h, channels}`: the `channels` claim lists the names and
+/// prefix patterns (`team:*`) the user may join.
+pub fn channel_token(secret: &str, sub: &str, channels: &[&str]) -> String {
+    token_with(secret, json!({"sub": sub, "exp": now_secs() + 3600, "channels": channels}))
+}
+
+/// The Redis pub/sub channel that carries a wsgate channel's events (default key prefix):
+/// `websocket:ch:{<name>}`, braces included (a Cluster hash tag).
+pub fn redis_channel(name: &str) -> String {
+    format!("websocket:ch:{{{name}}}")
+}
+
+/// `{"type": kind, "channel": channel}`: a publish body for one channel.
+pub fn channel_event(channel: &str, kind: &str) -> Value {
+    json!({"type": kind, "channel": channel})
+}
+
+/// [`seq_event`] addressed to `channel`.
+pub fn channel_seq_event(channel: &str, kind: &str, i: usize) -> Value {
+    json!({"type": kind, "channel": channel, "data": {"seq": i}})
+}
+
+/// Connects with `channels=<channels>` (a comma-separated list, put into the URL as given:
+/// callers percent-encode what needs it) and returns once `connected` is in; the answers for
+/// the channels follow it.
+pub async fn connect_channels(gw: &Gateway, token: &str, channels: &str) -> WsClient {
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}&channels={channels}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade with channels={channels} refused: {r:?}"))
+}
+
+/// [`connect_channels`] resuming from `since`.
+pub async fn connect_channels_since(gw: &Gateway, token: &str, channels: &str, since: &str) -> WsClient {
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}&channels={channels}&since={since}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade with channels={channels}&since={since} refused: {r:?}"))
+}
+
+/// `GET /api/channels/{name}/presence` with an optional bearer token → (status, JSON body).
+/// `name` goes into the path as given.
+pub async fn presence(gw: &Gateway, token: Option<&str>, name: &str) -> (u16, Value) {
+    let path = format!("/api/channels/{name}/presence");
+    let mut req = gw.http().get(gw.http_url(&path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = within(&format!("GET {path}"), STEP, req.send()).await.unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    within("the presence body", STEP, response_json(r)).await
+}
+
+/// The presence answer a channel with these `(user, connections)` entries must give.
+pub fn presence_body(name: &str, users: &[(&str, u64)]) -> Value {
+    let users: Vec<Value> = users.iter().map(|(u, n)| json!({"user": u, "connections": n})).collect();
+    json!({"channel": name, "users": users})
+}
+
+/// Polls the presence endpoint until it answers 200 with exactly `want`; returns how long that
+/// took. Panics with the last answer after `timeout`.
+pub async fn wait_presence(gw: &Gateway, token: &str, name: &str, want: &Value, timeout: Duration) -> Duration {
+    let last = Mutex::new(Value::Null);
+    let start = Instant::now();
+    let ok = tokio::time::timeout(timeout, async {
+        loop {
+            let (status, body) = presence(gw, Some(token), name).await;
+            let done = status == 200 && &body == want;
+            *last.lock().unwrap() = json!({"status": status, "body": body});
+            if done {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    assert!(
+        ok.is_ok(),
+        "timed out after {timeout:?} waiting for presence of {name} on {} to be {want}; last answer {}",
+        gw.addr,
+        last.lock().unwrap()
+    );
+    start.elapsed()
+}
+
+impl WsClient {
+    /// Sends `{"type": "subscribe", "channel": channel}` and returns the next frame (the answer).
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send_json(&json!({"type": "subscribe", "channel": channel})).await;
+        self.next_json(STEP).await
+    }
+
+    /// Sends `{"type": "unsubscribe", "channel": channel}` and returns the next frame.
+    pub async fn unsubscribe(&mut self, channel: &str) -> Value {
+        self.send_json(&json!({"type": "unsubscribe", "channel": channel})).await;
+        self.next_json(STEP).await
+    }
+
+    /// Subscribes and insists on `{"type": "subscribed", "channel": channel}`.
+    pub async fn expect_subscribed(&mut self, channel: &str) {
+        let v = self.subscribe(channel).await;
+        assert_eq!(v, json!({"type": "subscribed", "channel": channel}), "subscribe {channel:?}");
+    }
+
+    /// Unsubscribes and insists on `{"type": "unsubscribed", "channel": channel}`.
+    pub async fn expect_unsubscribed(&mut self, channel: &str) {
+        let v = self.unsubscribe(channel).await;
+        assert_eq!(v, json!({"type": "unsubscribed", "channel": channel}), "unsubscribe {channel:?}");
+    }
+
+    /// The next frame must be the answer `subscribed` for `channel` (e.g. after `channels=`).
+    pub async fn expect_subscribed_frame(&mut self, channel: &str) {
+        let v = self.next_json(STEP).await;
+        assert_eq!(v, json!({"type": "subscribed", "channel": channel}), "answer for {channel:?}");
+    }
+
+    /// `v` must be a channel refusal `{"type": "error", "channel": channel, "error": reason,
+    /// "message": "<non-empty>"}`.
+    pub fn assert_refusal(v: &Value, channel: &str, reason: &str) {
+        assert_eq!(v["type"], "error", "expected a refusal of {channel:?}, got {v}");
+        assert_eq!(v["error"], reason, "refusal of {channel:?}: {v}");
+        assert_eq!(v["channel"], channel, "a refusal names the channel as sent: {v}");
+        let msg = v["message"].as_str().unwrap_or_else(|| panic!("refusal without a message string: {v}"));
+        assert!(!msg.is_empty(), "refusal with an empty message: {v}");
+    }
+
+    /// Subscribes and insists on a refusal with `reason`.
+    pub async fn expect_refused(&mut self, channel: &str, reason: &str) {
+        let v = self.subscribe(channel).await;
+        WsClient::assert_refusal(&v, channel, reason);
+    }
+}
+
+/// `PUBSUB NUMSUB <channel>` on one server: how many connections subscribe `channel`.
+pub async fn numsub(redis: &RedisServer, channel: &str) -> u64 {
+    pubsub_count(redis, "NUMSUB", channel).await
+}
+
+async fn pubsub_count(redis: &RedisServer, which: &str, channel: &str) -> u64 {
+    let out = redis.cli(&["PUBSUB", which, channel]).await;
+    out.lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("PUBSUB {which} {channel} answered {out:?}"))
+}
+
+/// Three (or `masters`) `redis-server`s in Cluster mode, their slots assigned, no replicas.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    /// `redis-cluster://host:port?node=host:port&node=...`, every node named.
+    pub url: String,
+}
+
+impl RedisCluster {
+    pub async fn start(masters: usize) -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..masters {
+            let port = free_port();
+            let conf = format!("nodes-{port}.conf");
+            nodes.push(
+                RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await,
+            );
+        }
+        let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addrs.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        nodes[0].cli(&create).await;
+        // Every node must agree the slots are covered before a client is let loose on them.
+        for n in &nodes {
+            wait_until(&format!("cluster_state:ok on port {}", n.port), STEP, || async {
+                n.cli(&["CLUSTER", "INFO"]).await.contains("cluster_state:ok")
+            })
+            .await;
+        }
+        let rest: Vec<String> = addrs[1..].iter().map(|a| format!("node={a}")).collect();
+        let url = format!("redis-cluster://{}?{}", addrs[0], rest.join("&"));
+        RedisCluster { nodes, url }
+    }
+
+    /// `PUBSUB SHARDNUMSUB <channel>` summed over the nodes (only the slot's owner counts
+    /// sharded subscribers; the others answer 0).
+    pub async fn shard_numsub(&self, channel: &str) -> u64 {
+        let mut sum = 0;
+        for n in &self.nodes {
+            sum += pubsub_count(n, "SHARDNUMSUB", channel).await;
+        }
+        sum
+    }
+
+    /// `PUBSUB NUMSUB <channel>` (classic pub/sub) summed over the nodes.
+    pub async fn numsub(&self, channel: &str) -> u64 {
+        let mut sum = 0;
+        for n in &self.nodes {
+            sum += pubsub_count(n, "NUMSUB", channel).await;
+        }
+        sum
+    }
+}
