@@ -95,10 +95,12 @@ const DISCONNECTED: u8 = 3;
 
 /// Appends an event and publishes it, atomically, honouring an idempotency key.
 ///
-/// KEYS: stream, idempotency key (the stream again when there is none).
-/// ARGV: channel, envelope JSON (an object), MAXLEN, max age in ms, key fingerprint ("" for
-/// none), key window in ms, an event ULID to look for among the newest entries first ("" for
-/// none). Returns `{"new"|"dup"|"conflict", id}`.
+/// KEYS: stream, idempotency key (the stream again when there is none), id clock key.
+/// ARGV: Redis channel, envelope JSON (an object), MAXLEN, max age in ms, key fingerprint (""
+/// for none), key window in ms, an event ULID to look for among the newest entries first (""
+/// for none), PUBLISH or SPUBLISH, "1" to take the id from the clock key (one clock for every
+/// stream: ids then order across streams) or "0" for XADD's own. Returns
+/// `{"new"|"dup"|"conflict", id}`.
 const PUBLISH_SCRIPT: &str = r#"
 if ARGV[7] ~= '' then
   local needle = '"eid":"' .. ARGV[7] .. '"'
@@ -119,14 +121,34 @@ end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = '0-0'
 if #last > 0 then prev = last[1][1] end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+local id = '*'
+if ARGV[9] == '1' then
+  local function parse(x)
+    local d = string.find(x, '-', 1, true)
+    return tonumber(string.sub(x, 1, d - 1)), tonumber(string.sub(x, d + 1))
+  end
+  local t = redis.call('TIME')
+  local ms, seq = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0
+  local clock = redis.call('GET', KEYS[3])
+  if clock then
+    local cm, cs = parse(clock)
+    if cm >= ms then ms, seq = cm, cs + 1 end
+  end
+  if prev ~= '0-0' then
+    local pm, ps = parse(prev)
+    if pm > ms or (pm == ms and ps >= seq) then ms, seq = pm, ps + 1 end
+  end
+  id = string.format('%.0f-%.0f', ms, seq)
+  redis.call('SET', KEYS[3], id)
+end
+id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, 'e', ARGV[2])
 local age = tonumber(ARGV[4])
 if age > 0 then
   local t = redis.call('TIME')
   local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
   if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', cutoff) end
 end
-redis.call('PUBLISH', ARGV[1], '{"sid":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(ARGV[2], 2))
+redis.call(ARGV[8], ARGV[1], '{"sid":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(ARGV[2], 2))
 if ARGV[5] ~= '' then
   redis.call('SET', KEYS[2], ARGV[5] .. ' ' .. id, 'PX', ARGV[6])
 end
@@ -135,7 +157,10 @@ return {'new', id}
 
 /// The entries after `since` if every entry after it is still in the stream, else nil.
 ///
-/// KEYS: stream. ARGV: since (a valid stream id), most entries to return.
+/// KEYS: stream. ARGV: since (a valid stream id), most entries to return, "1" for the
+/// broadcast stream (a missing or empty one means Redis lost it: not recoverable) or "0" for a
+/// channel's (one that never had an event is empty; what counts is whether anything after
+/// `since` was trimmed: max-deleted-entry-id, Redis 7).
 const REPLAY_SCRIPT: &str = r#"
 local function older(a, b)
   local da = string.find(a, '-', 1, true)
@@ -143,6 +168,21 @@ local function older(a, b)
   local am, bm = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
   if am ~= bm then return am < bm end
   return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
+end
+if ARGV[3] == '0' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local deleted = nil
+  for i = 1, #info, 2 do
+    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
+  end
+  if deleted then
+    if older(ARGV[1], deleted) then return false end
+  else
+    local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+    if #first > 0 and older(ARGV[1], first[1][1]) then return false end
+  end
+  return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -212,6 +252,32 @@ struct Entry {
     own_eid: Option<String>,
 }
 
+/// Where an event goes in Redis.
+struct Route {
+    stream: String,
+    /// The Redis channel.
+    topic: String,
+    idem_prefix: String,
+    /// SPUBLISH (a channel in a Cluster) rather than PUBLISH.
+    sharded: bool,
+}
+
+/// Channel subscriptions in Redis.
+#[derive(Default)]
+struct Topics {
+    /// Channels with local subscribers: subscribed again after every reconnect.
+    wanted: HashSet<String>,
+    /// Channels subscribed in Redis now.
+    active: HashSet<String>,
+}
+
+/// This instance's entry in a channel's presence hash.
+#[derive(Serialize, Deserialize)]
+struct PresenceEntry {
+    expires_at: u64,
+    users: Vec<(String, usize)>,
+}
+
 /// What the publish script did.
 enum Appended {
     New(String),
@@ -223,6 +289,8 @@ enum Appended {
 struct Held {
     /// The event's ULID.
     eid: String,
+    /// Its channel, for a channel event.
+    channel: Option<String>,
     /// The connection broke while the event was being appended: it may be in the stream.
     uncertain: bool,
     envelope: Arc<str>,
@@ -230,9 +298,25 @@ struct Held {
     bytes: usize,
 }
 
-/// This instance's delivery position in the stream.
+/// This instance's delivery position in each stream it follows: the broadcast stream, and
+/// the stream of each channel it has local subscribers for.
 #[derive(Default)]
 struct Delivered {
+    streams: HashMap<String, Cursor>,
+}
+
+impl Delivered {
+    fn cursor(&mut self, stream: &str) -> &mut Cursor {
+        if !self.streams.contains_key(stream) {
+            self.streams.insert(stream.to_string(), Cursor::default());
+        }
+        self.streams.get_mut(stream).expect("inserted above")
+    }
+}
+
+/// This instance's delivery position in one stream.
+#[derive(Default)]
+struct Cursor {
     /// The newest stream id handed to the hub (or skipped as delivered already).
     last: Option<StreamId>,
     /// Own events appended to the stream whose message has not come back yet. If Redis goes
@@ -298,6 +382,19 @@ pub struct RedisBroker {
     keys: Mutex<LocalStore>,
     /// Woken after each reconnect: the relay catches up from the stream.
     resync: Notify,
+    /// `{prefix}`: channel keys are built from it (see [`RedisBroker::route_channel`]).
+    key_prefix: String,
+    /// `{prefix}ch:`: a channel's Redis channel is `{prefix}ch:{<name>}`.
+    topic_prefix: String,
+    /// The id clock shared by every stream (standalone Redis).
+    clock_key: String,
+    /// Redis Cluster: channel events use sharded pub/sub, and streams keep their own clocks.
+    clustered: bool,
+    unsubscribe_delay: Duration,
+    /// Channels this instance wants from Redis (local subscribers) and those it holds.
+    topics: tokio::sync::Mutex<Topics>,
+    /// Channels whose presence hash holds a field of this instance.
+    presence_written: Mutex<HashSet<String>>,
     /// What of the stream this instance has delivered. A tokio Mutex: held while handing
     /// events to the hub, so the relay and the outage path never interleave deliveries.
     delivered: tokio::sync::Mutex<Delivered>,
@@ -349,7 +446,7 @@ impl RedisBroker {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
         let publisher = builder.build().map_err(|e| format!("invalid setting REDIS_URL: {e}"))?;
         let subscriber = builder.build_subscriber_client().map_err(|e| format!("invalid setting REDIS_URL: {e}"))?;
-        let prefix = &cfg.redis_key_prefix;
+        let prefix = cfg.redis_key_prefix.clone();
         let stream_key = format!("{prefix}stream:all");
         let broker = Arc::new(RedisBroker {
             hub,
@@ -373,6 +470,13 @@ impl RedisBroker {
             outbox_max_bytes: cfg.redis_outbox_max_bytes,
             keys: Mutex::new(LocalStore::new(cfg.idempotency_window)),
             resync: Notify::new(),
+            key_prefix: prefix.clone(),
+            topic_prefix: format!("{prefix}ch:"),
+            clock_key: format!("{prefix}clock"),
+            clustered: cfg.redis_url.as_deref().is_some_and(|u| u.contains("-cluster://")),
+            unsubscribe_delay: cfg.channel_unsubscribe_delay,
+            topics: tokio::sync::Mutex::new(Topics::default()),
+            presence_written: Mutex::new(HashSet::new()),
             delivered: tokio::sync::Mutex::new(Delivered::default()),
             fleet_cache: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
@@ -383,7 +487,10 @@ impl RedisBroker {
         drop(broker.subscriber.connect());
         // Resubscribe to every channel after each reconnect.
         drop(broker.subscriber.manage_subscriptions());
+        let (vacated_tx, vacated_rx) = tokio::sync::mpsc::unbounded_channel();
+        broker.hub.report_vacated_to(vacated_tx);
         let tasks = vec![
+            tokio::spawn(broker.clone().router(vacated_rx)),
             tokio::spawn(broker.clone().relay()),
             tokio::spawn(broker.clone().supervise()),
             tokio::spawn(broker.clone().heartbeat()),
@@ -405,8 +512,7 @@ impl RedisBroker {
                 m = rx.recv() => m,
                 _ = self.resync.notified() => {
                     // After a reconnect: whatever was appended meanwhile.
-                    let mut d = self.delivered.lock().await;
-                    let _ = self.fill(&mut d, None).await;
+                    self.fill_all().await;
                     continue;
                 }
             };
@@ -417,32 +523,30 @@ impl RedisBroker {
                     // not from the stream.
                     self.metrics.redis_messages_lost.inc_by(n);
                     tracing::warn!(lost = n, "Redis subscriber lagged; refilling from the stream");
-                    let mut d = self.delivered.lock().await;
-                    let _ = self.fill(&mut d, None).await;
+                    self.fill_all().await;
                     continue;
                 }
                 Err(RecvError::Closed) => return,
             };
             self.metrics.redis_messages_received.inc();
-            if &*msg.channel != self.channel.as_str() {
-                continue;
-            }
+            let Some(stream) = self.stream_of(&msg.channel) else { continue };
             let Some(incoming) = msg.value.as_bytes().and_then(|b| self.decode(b)) else { continue };
             let closed = match incoming {
                 Incoming::Plain(event) => self.hub.submit(event, None).await.is_err(),
                 Incoming::Positioned { sid, prev, entry } => {
                     let mut d = self.delivered.lock().await;
-                    if d.last.is_some_and(|l| sid <= l) {
+                    let c = d.cursor(&stream);
+                    if c.last.is_some_and(|l| sid <= l) {
                         continue; // already delivered by a fill
                     }
                     // A hole: fill it before delivering this one. If the fill fails, this
                     // event is not delivered either (it is in the stream): the next message or
                     // reconnect retries from `last`. `prev < last` means a new stream (Redis
                     // lost its data): nothing before this entry can be recovered.
-                    if d.last.is_some_and(|l| prev > l) && self.fill(&mut d, Some(sid)).await.is_err() {
+                    if c.last.is_some_and(|l| prev > l) && self.fill(&stream, c, Some(sid)).await.is_err() {
                         continue;
                     }
-                    self.deliver(&mut d, sid, entry).await.is_err()
+                    self.deliver(c, sid, entry).await.is_err()
                 }
             };
             if closed {
@@ -451,8 +555,194 @@ impl RedisBroker {
         }
     }
 
+    /// The stream a Redis channel's events come from: the broadcast channel's, or a channel's.
+    fn stream_of(&self, topic: &str) -> Option<String> {
+        if topic == self.channel {
+            return Some(self.stream_key.clone());
+        }
+        let name = topic.strip_prefix(self.topic_prefix.as_str())?.strip_prefix('{')?.strip_suffix('}')?;
+        Some(self.route_channel(name).stream)
+    }
+
+    fn route(&self, audience: &Audience) -> Route {
+        match audience.channel() {
+            Some(c) => self.route_channel(c),
+            None => self.route_all(),
+        }
+    }
+
+    fn route_all(&self) -> Route {
+        Route {
+            stream: self.stream_key.clone(),
+            topic: self.channel.clone(),
+            idem_prefix: self.idem_prefix.clone(),
+            sharded: false,
+        }
+    }
+
+    /// A channel's keys share the hash tag `{<name>}`, so in a Cluster the publish script's
+    /// keys and the sharded channel live on one node.
+    fn route_channel(&self, name: &str) -> Route {
+        let p = &self.key_prefix;
+        Route {
+            stream: format!("{p}chstream:{{{name}}}"),
+            topic: format!("{}{{{name}}}", self.topic_prefix),
+            idem_prefix: format!("{p}idem:{{{name}}}:"),
+            sharded: self.clustered,
+        }
+    }
+
+    fn presence_key(&self, name: &str) -> String {
+        format!("{}presence:{{{name}}}", self.key_prefix)
+    }
+
+    /// Subscribes to a channel's Redis channel, starting its cursor at the stream's end first
+    /// so that the first message already shows a gap. False when Redis did not do it.
+    async fn subscribe_topic(&self, name: &str) -> bool {
+        let route = self.route_channel(name);
+        {
+            let mut d = self.delivered.lock().await;
+            if !self.start_cursor(d.cursor(&route.stream), &route.stream).await {
+                return false;
+            }
+        }
+        let r = if route.sharded {
+            self.subscriber.ssubscribe(route.topic.as_str()).await
+        } else {
+            self.subscriber.subscribe(route.topic.as_str()).await
+        };
+        r.inspect_err(|e| tracing::debug!(error = %e, channel = name, "channel subscribe failed; retried on reconnect"))
+            .is_ok()
+    }
+
+    /// After a reconnect: every wanted channel is subscribed again.
+    async fn resubscribe_topics(&self) {
+        let mut t = self.topics.lock().await;
+        t.active.clear();
+        let wanted: Vec<String> = t.wanted.iter().cloned().collect();
+        for name in wanted {
+            if self.subscribe_topic(&name).await {
+                t.active.insert(name);
+            }
+        }
+        self.metrics.redis_channel_subscriptions.set(t.active.len() as i64);
+    }
+
+    /// Unsubscribes from channels whose last local subscriber left, after the delay, unless
+    /// someone joined again meanwhile.
+    async fn router(self: Arc<Self>, mut vacated: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>) {
+        while let Some(name) = vacated.recv().await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(me.unsubscribe_delay).await;
+                let mut t = me.topics.lock().await;
+                if me.hub.has_subscribers(&name) || !t.wanted.remove(&*name) {
+                    return;
+                }
+                if t.active.remove(&*name) {
+                    let route = me.route_channel(&name);
+                    let r = if route.sharded {
+                        me.subscriber.sunsubscribe(route.topic.as_str()).await
+                    } else {
+                        me.subscriber.unsubscribe(route.topic.as_str()).await
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, channel = %name, "channel unsubscribe failed");
+                    }
+                    me.delivered.lock().await.streams.remove(&route.stream);
+                }
+                me.metrics.redis_channel_subscriptions.set(t.active.len() as i64);
+            });
+        }
+    }
+
+    /// Writes this instance's presence in each channel it has subscribers for, and removes it
+    /// from those it no longer has (one pipeline).
+    async fn write_presence(&self) -> Result<(), Error> {
+        let names = self.hub.channel_names();
+        let ttl = self.interval * 3;
+        let expires_at = now_ms() + ttl.as_millis() as u64;
+        let gone: Vec<String> = {
+            let mut written = lock(&self.presence_written);
+            let now: HashSet<String> = names.iter().map(|n| n.to_string()).collect();
+            let gone = written.difference(&now).cloned().collect();
+            *written = now;
+            gone
+        };
+        if names.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        let pipe = self.publisher.pipeline();
+        for name in &names {
+            let entry = PresenceEntry { expires_at, users: self.hub.presence(name) };
+            let json = serde_json::to_string(&entry).unwrap_or_default();
+            let key = self.presence_key(name);
+            pipe.hset::<(), _, _>(key.as_str(), (self.instance_id.as_str(), json.as_str())).await?;
+            pipe.pexpire::<(), _>(key.as_str(), ttl.as_millis() as i64, None).await?;
+        }
+        for name in &gone {
+            pipe.hdel::<(), _, _>(self.presence_key(name).as_str(), self.instance_id.as_str()).await?;
+        }
+        pipe.all::<Value>().await.map(|_| ())
+    }
+
+    async fn read_presence(&self, name: &str) -> Result<Vec<(String, usize)>, Error> {
+        let key = self.presence_key(name);
+        let all: HashMap<String, String> = self.publisher.hgetall(key.as_str()).await?;
+        let now = now_ms();
+        let mut users: HashMap<String, usize> = self.hub.presence(name).into_iter().collect();
+        let mut dead = Vec::new();
+        for (instance, json) in all {
+            if instance == self.instance_id {
+                continue; // this instance counts with its live figures
+            }
+            match serde_json::from_str::<PresenceEntry>(&json) {
+                Ok(e) if e.expires_at > now => {
+                    for (u, n) in e.users {
+                        *users.entry(u).or_default() += n;
+                    }
+                }
+                _ => dead.push(instance),
+            }
+        }
+        if !dead.is_empty() {
+            let _ = self.publisher.hdel::<(), _, _>(key.as_str(), dead).await;
+        }
+        let mut v: Vec<(String, usize)> = users.into_iter().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// The entries of `stream` after `since`, if it still holds all of them (see
+    /// [`REPLAY_SCRIPT`]; `strict` for the broadcast stream).
+    async fn read_since(&self, stream: &str, since: &str, strict: bool) -> Option<Vec<(StreamId, Vec<u8>)>> {
+        let max = self.history.max_events + TRIM_SLACK;
+        let args: Vec<Value> = vec![since.into(), (max as i64).into(), (if strict { "1" } else { "0" }).into()];
+        let reply: Value = match self.replay_script.evalsha_with_reload(&self.publisher, stream, args).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, stream, "could not read an event stream for a resume");
+                return None;
+            }
+        };
+        if reply.is_null() {
+            return None;
+        }
+        let entries = stream_entries(reply);
+        // As many as asked for: there may be more, too many to replay.
+        (entries.len() < max).then_some(entries)
+    }
+
+    /// Catches up every stream this instance follows.
+    async fn fill_all(&self) {
+        let mut d = self.delivered.lock().await;
+        for (stream, c) in d.streams.iter_mut() {
+            let _ = self.fill(stream, c, None).await;
+        }
+    }
+
     /// Hands the stream event `sid` to the hub, unless this instance delivered it already.
-    async fn deliver(&self, d: &mut Delivered, sid: StreamId, entry: Entry) -> Result<(), HubClosed> {
+    async fn deliver(&self, d: &mut Cursor, sid: StreamId, entry: Entry) -> Result<(), HubClosed> {
         d.last = Some(sid);
         d.pending.remove(&sid);
         if d.early.remove(&sid) {
@@ -477,15 +767,15 @@ impl RedisBroker {
         }
     }
 
-    /// Delivers the stream entries after `d.last` (and before `upto`) in order.
-    async fn fill(&self, d: &mut Delivered, upto: Option<StreamId>) -> Result<(), Error> {
+    /// Delivers the entries of `stream` after `d.last` (and before `upto`) in order.
+    async fn fill(&self, stream: &str, d: &mut Cursor, upto: Option<StreamId>) -> Result<(), Error> {
         let Some(mut from) = d.last else { return Ok(()) };
         let end = upto.map_or_else(|| "+".to_string(), |u| format!("({u}"));
         let mut filled = 0u64;
         loop {
             let entries: Value = self
                 .publisher
-                .xrange(self.stream_key.as_str(), format!("({from}"), end.as_str(), Some(FILL_PAGE as u64))
+                .xrange(stream, format!("({from}"), end.as_str(), Some(FILL_PAGE as u64))
                 .await
                 .inspect_err(|e| tracing::warn!(error = %e, "could not read the stream to fill a gap"))?;
             let entries = stream_entries(entries);
@@ -510,7 +800,7 @@ impl RedisBroker {
         if filled > 0 {
             self.metrics.history_gaps.inc();
             self.metrics.history_gap_events.inc_by(filled);
-            tracing::info!(events = filled, "filled a gap in the event stream from Redis");
+            tracing::info!(events = filled, stream, "filled a gap in the event stream from Redis");
         }
         Ok(())
     }
@@ -614,6 +904,7 @@ impl RedisBroker {
                 _ => {}
             }
             if now == CONNECTED {
+                self.resubscribe_topics().await;
                 self.resync.notify_one();
                 // A fresh heartbeat right away, so the fleet sees this instance at once.
                 self.beat().await;
@@ -625,12 +916,17 @@ impl RedisBroker {
     /// the first message already tells whether one was missed. False if Redis did not answer.
     async fn start_position(&self) -> bool {
         let mut d = self.delivered.lock().await;
-        if d.last.is_some() {
+        self.start_cursor(d.cursor(&self.stream_key), &self.stream_key).await
+    }
+
+    /// Starts `c` at the end of `stream` if it has no position yet. False if Redis did not answer.
+    async fn start_cursor(&self, c: &mut Cursor, stream: &str) -> bool {
+        if c.last.is_some() {
             return true;
         }
-        match self.publisher.xrevrange::<Value, _, _, _>(self.stream_key.as_str(), "+", "-", Some(1)).await {
+        match self.publisher.xrevrange::<Value, _, _, _>(stream, "+", "-", Some(1)).await {
             Ok(v) => {
-                d.last = Some(newest_id(v).unwrap_or(StreamId::ZERO));
+                c.last = Some(newest_id(v).unwrap_or(StreamId::ZERO));
                 true
             }
             Err(e) => {
@@ -646,12 +942,12 @@ impl RedisBroker {
     async fn flush_outbox(&self) {
         let mut flushed = 0usize;
         loop {
-            let front = lock(&self.outbox)
-                .queue
-                .front()
-                .map(|h| (h.envelope.clone(), h.key.clone(), h.uncertain.then(|| h.eid.clone())));
-            let Some((envelope, key, check)) = front else { break };
-            if let Err(e) = self.append(&envelope, key.as_ref(), check.as_deref()).await {
+            let front = lock(&self.outbox).queue.front().map(|h| {
+                let route = h.channel.as_deref().map_or_else(|| self.route_all(), |c| self.route_channel(c));
+                (route, h.envelope.clone(), h.key.clone(), h.uncertain.then(|| h.eid.clone()))
+            });
+            let Some((route, envelope, key, check)) = front else { break };
+            if let Err(e) = self.append(&route, &envelope, key.as_ref(), check.as_deref()).await {
                 tracing::warn!(error = %e, "could not append held events to Redis; retrying");
                 break;
             }
@@ -675,7 +971,9 @@ impl RedisBroker {
     /// Remembers an own event until the subscription brings it (see [`Delivered::pending`]).
     async fn track(&self, mut event: Event, id: &str) {
         let Ok(sid) = id.parse::<StreamId>() else { return };
+        let stream = self.route(&event.audience).stream;
         let mut d = self.delivered.lock().await;
+        let d = d.cursor(&stream);
         if d.last.is_some_and(|l| sid <= l) {
             return; // the subscription was faster than the reply
         }
@@ -688,20 +986,31 @@ impl RedisBroker {
 
     /// Runs the publish script. `check_eid`: first look for an entry of that event among the
     /// newest ones (an append that may have happened).
-    async fn append(&self, envelope: &str, key: Option<&IdemKey>, check_eid: Option<&str>) -> Result<Appended, Error> {
-        let idem_key = key.map_or_else(|| self.stream_key.clone(), |k| format!("{}{}", self.idem_prefix, k.scoped));
+    async fn append(
+        &self,
+        route: &Route,
+        envelope: &str,
+        key: Option<&IdemKey>,
+        check_eid: Option<&str>,
+    ) -> Result<Appended, Error> {
+        let idem_key = key.map_or_else(|| route.stream.clone(), |k| format!("{}{}", route.idem_prefix, k.scoped));
+        // One id clock for every stream (standalone Redis), so ids order across channels; in a
+        // Cluster each stream keeps its own (a script may only touch one slot).
+        let clock = if self.clustered { route.stream.as_str() } else { self.clock_key.as_str() };
         let args: Vec<Value> = vec![
-            self.channel.as_str().into(),
+            route.topic.as_str().into(),
             envelope.into(),
             (self.history.max_events.max(100) as i64).into(),
             (self.history.max_age.as_millis() as i64).into(),
             key.map_or("", |k| k.fingerprint.as_str()).into(),
             (self.idempotency_window.as_millis() as i64).into(),
             check_eid.unwrap_or("").into(),
+            (if route.sharded { "SPUBLISH" } else { "PUBLISH" }).into(),
+            (if self.clustered { "0" } else { "1" }).into(),
         ];
         let r: Vec<String> = self
             .publish_script
-            .evalsha_with_reload(&self.publisher, vec![self.stream_key.as_str(), idem_key.as_str()], args)
+            .evalsha_with_reload(&self.publisher, vec![route.stream.as_str(), idem_key.as_str(), clock], args)
             .await?;
         match (r.first().map(String::as_str), r.get(1)) {
             (Some("new"), Some(id)) => Ok(Appended::New(id.clone())),
@@ -714,10 +1023,11 @@ impl RedisBroker {
     /// Keeps an event accepted while Redis is away: delivered locally now, appended later.
     /// `uncertain`: the append was attempted and may have happened.
     async fn hold(&self, event: Event, opts: &PublishOptions, uncertain: bool) -> Result<Published, PublishError> {
-        let mut d = self.delivered.lock().await;
+        let mut all = self.delivered.lock().await;
+        let stream = self.route(&event.audience).stream;
         if uncertain {
             // Its message may have come back already: then it is appended and delivered.
-            if let Some((_, sid)) = d.own_recent.iter().find(|(eid, _)| *eid == event.id) {
+            if let Some((_, sid)) = all.cursor(&stream).own_recent.iter().find(|(eid, _)| *eid == event.id) {
                 return Ok(Published { id: sid.to_string(), replayed: false });
             }
         }
@@ -733,6 +1043,7 @@ impl RedisBroker {
             ob.queue.push_back(Held {
                 eid: event.id.clone(),
                 uncertain,
+                channel: event.audience.channel().map(str::to_string),
                 envelope,
                 key: opts.idempotency.clone(),
                 bytes,
@@ -746,13 +1057,21 @@ impl RedisBroker {
             lock(&self.keys).remember(k, &id);
         }
         if uncertain {
-            d.early_eids.insert(id.clone());
+            all.cursor(&stream).early_eids.insert(id.clone());
         }
         // Own events appended before Redis went away may never come back on the subscription
-        // before this one: deliver them first, so local clients keep the publish order.
-        for (sid, early) in std::mem::take(&mut d.pending) {
-            d.early.insert(sid);
-            self.hub.submit(early, None).await.map_err(|_| PublishError::stopping())?;
+        // before this one: deliver them first (in id order), so local clients keep the
+        // publish order.
+        let mut early: Vec<(StreamId, Event)> = Vec::new();
+        for c in all.streams.values_mut() {
+            for (sid, e) in std::mem::take(&mut c.pending) {
+                c.early.insert(sid);
+                early.push((sid, e));
+            }
+        }
+        early.sort_by_key(|(sid, _)| *sid);
+        for (_, e) in early {
+            self.hub.submit(e, None).await.map_err(|_| PublishError::stopping())?;
         }
         self.hub.submit(event, Some(opts.accepted_at)).await.map_err(|_| PublishError::stopping())?;
         Ok(Published { id, replayed: false })
@@ -765,6 +1084,9 @@ impl RedisBroker {
             tick.tick().await;
             if self.connected() {
                 self.beat().await;
+                if let Err(e) = self.write_presence().await {
+                    tracing::debug!(error = %e, "presence update failed");
+                }
             }
         }
     }
@@ -861,7 +1183,8 @@ impl Broker for RedisBroker {
             if !direct {
                 return self.hold(event, &opts, false).await;
             }
-            let appended = self.append(&self.envelope(&event, false), opts.idempotency.as_ref(), None).await;
+            let route = self.route(&event.audience);
+            let appended = self.append(&route, &self.envelope(&event, false), opts.idempotency.as_ref(), None).await;
             let (id, replayed) = match appended {
                 Ok(Appended::New(id)) => {
                     self.track(event, &id).await;
@@ -901,23 +1224,19 @@ impl Broker for RedisBroker {
             if !self.connected() {
                 return Replay::NotRecovered;
             }
-            let max = self.history.max_events + TRIM_SLACK;
-            let args: Vec<Value> = vec![since.into(), (max as i64).into()];
-            let reply: Value =
-                match self.replay_script.evalsha_with_reload(&self.publisher, self.stream_key.as_str(), args).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read the event stream for a resume");
-                        return Replay::NotRecovered;
-                    }
-                };
-            if reply.is_null() {
-                return Replay::NotRecovered;
+            // The broadcast stream, then each channel's: every one must still hold everything
+            // after `since`. Ids order across streams (one clock), so merging sorts them.
+            let mut entries = match self.read_since(&self.stream_key, since, true).await {
+                Some(e) => e,
+                None => return Replay::NotRecovered,
+            };
+            for c in channels {
+                match self.read_since(&self.route_channel(c).stream, since, false).await {
+                    Some(e) => entries.extend(e),
+                    None => return Replay::NotRecovered,
+                }
             }
-            let entries = stream_entries(reply);
-            if entries.len() >= max {
-                return Replay::NotRecovered;
-            }
+            entries.sort_by_key(|(id, _)| *id);
             let upto = entries.last().map(|(id, _)| *id);
             let mut frames = Vec::new();
             for (id, bytes) in entries {
@@ -938,12 +1257,27 @@ impl Broker for RedisBroker {
         .boxed()
     }
 
-    fn join<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
-        futures_util::future::ready(()).boxed()
+    fn join<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()> {
+        async move {
+            let mut t = self.topics.lock().await;
+            t.wanted.insert(channel.to_string());
+            // Redis away: the supervisor subscribes every wanted channel on reconnect.
+            if !t.active.contains(channel) && self.connected() && self.subscribe_topic(channel).await {
+                t.active.insert(channel.to_string());
+            }
+            self.metrics.redis_channel_subscriptions.set(t.active.len() as i64);
+        }
+        .boxed()
     }
 
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
-        futures_util::future::ready(self.hub.presence(channel)).boxed()
+        async move {
+            if !self.connected() {
+                return self.hub.presence(channel);
+            }
+            self.read_presence(channel).await.unwrap_or_else(|_| self.hub.presence(channel))
+        }
+        .boxed()
     }
 
     fn position(&self) -> BoxFuture<'_, Option<String>> {
@@ -952,7 +1286,8 @@ impl Broker for RedisBroker {
                 return None;
             }
             // 0-0 (the stream was empty at start) cannot be told apart from a trimmed stream.
-            self.delivered.lock().await.last.filter(|&l| l != StreamId::ZERO).map(|id| id.to_string())
+            let d = self.delivered.lock().await;
+            d.streams.values().filter_map(|c| c.last).max().filter(|&l| l != StreamId::ZERO).map(|id| id.to_string())
         }
         .boxed()
     }
