@@ -194,6 +194,7 @@ async fn acl_user_and_password() {
         "~websocket:*",
         "resetchannels",
         "&websocket:broadcast:all",
+        "&websocket:ch:*",
         "-@all",
         "+publish",
         "+subscribe",
@@ -216,6 +217,12 @@ async fn acl_user_and_password() {
         "+client",
         "+info",
         "+quit",
+        "+pexpire",
+        "+exists",
+        "+xinfo",
+        "+ssubscribe",
+        "+sunsubscribe",
+        "+spublish",
     ];
     let redis = RedisServer::start_with(free_port(), &acl).await;
     // Wrong password: the gateway still starts and serves locally, and never shows the password.
@@ -224,6 +231,28 @@ async fn acl_user_and_password() {
     let gws = gateways(&good_url, 2).await;
     all_connected(&gws).await;
     crosses(&gws[0], &gws[1], "with-acl").await;
+    // A channel (its own stream, Redis channel and presence key) works under the same ACL.
+    let token = user_token(&gws[1].secret, "b", 3600);
+    let mut b = try_connect(ws_request(&gws[1], &format!("/ws/tasks?token={token}&channels=user:b"), &[]))
+        .await
+        .expect("upgrade");
+    assert_eq!(b.next_json(STEP).await["type"], "subscribed");
+    publish_ok(&gws[0], &publish_token(&gws[0].secret), json!({"type": "in-channel", "channel": "user:b"})).await;
+    assert_eq!(b.expect_event("in-channel").await["channel"], "user:b");
+    // Presence written by gw1 is read through gw0 (HSET, PEXPIRE, HGETALL under the ACL).
+    wait_until("presence of b across the fleet", STEP, || async {
+        let r = gws[0]
+            .http()
+            .get(gws[0].http_url("/api/channels/user:b/presence"))
+            .bearer_auth(publish_token(&gws[0].secret))
+            .send()
+            .await
+            .expect("presence");
+        let (status, v) = response_json(r).await;
+        status == 200 && v["users"] == json!([{"user": "b", "connections": 1}])
+    })
+    .await;
+    assert!(!gws[1].logs().contains("NOPERM"), "{}", gws[1].logs());
     assert!(gws[0].logs().contains("redis://wsgate:***@127.0.0.1"), "{}", gws[0].logs());
     assert!(!gws[0].logs().contains("s3cret"), "{}", gws[0].logs());
     let (_, h) = bad.get_json("/health").await;

@@ -17,6 +17,19 @@
 //! (events accepted while Redis was away). Redis work per event: one script call, whatever
 //! the number of instances or sockets.
 //!
+//! # Channels
+//!
+//! A channel event goes to the channel's own stream `{prefix}chstream:{<name>}` and Redis
+//! channel `{prefix}ch:{<name>}` (envelope plus `"channel"`), never to `broadcast:all`. An
+//! instance subscribes to a channel's Redis channel while it has local subscribers (from the
+//! first join, before it answers `subscribed`, until `CHANNEL_UNSUBSCRIBE_DELAY_MS` after the
+//! last leave), so Redis sends channel events only where they are wanted. The braces are a
+//! Cluster hash tag: a channel's stream, idempotency keys, presence hash and sharded channel
+//! (SPUBLISH/SSUBSCRIBE in a Cluster) share one slot. In standalone Redis the script takes
+//! ids from one clock key (`{prefix}clock`) for every stream, so ids order across streams.
+//! Presence: every heartbeat each instance writes its users per channel into the hash
+//! `{prefix}presence:{<name>}` (field = instance id, with an `expires_at`).
+//!
 //! # Delivery and order
 //!
 //! Every instance, the publishing one included, delivers stream events from its subscription,
