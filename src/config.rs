@@ -189,6 +189,44 @@ pub struct Args {
     )]
     pub channel_unsubscribe_delay_ms: u64,
 
+    /// Most open WebSocket connections on this instance; more upgrades get 503. 0 = no limit.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Most open connections of one user (token subject) on this instance; more get 429. 0 = no limit.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", value_name = "MAX_CONNECTIONS_PER_USER", default_value_t = 0)]
+    pub max_connections_per_user: usize,
+
+    /// Most open connections from one client IP on this instance; more get 429. 0 = no limit.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", value_name = "MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+
+    /// Upgrades per second one client IP may make (burst: twice as many); more get 429. 0 = no limit.
+    #[arg(long, env = "UPGRADES_PER_SEC_PER_IP", value_name = "UPGRADES_PER_SEC_PER_IP", default_value_t = 0)]
+    pub upgrades_per_sec_per_ip: u32,
+
+    /// Messages per second one connection may send (burst: twice as many); beyond, close 1008. 0 = no limit.
+    #[arg(long, env = "CLIENT_MESSAGES_PER_SEC", value_name = "CLIENT_MESSAGES_PER_SEC", default_value_t = 0)]
+    pub client_messages_per_sec: u32,
+
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed, as IPs or CIDRs,
+    /// comma-separated. From anyone else those headers are ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
+
+    /// A JWKS (JSON Web Key Set) URL to verify user and service tokens with, instead of
+    /// JWT_SECRET / JWT_PUBLIC_KEY_FILE. Keys are picked by `kid`.
+    #[arg(long, env = "JWT_JWKS_URL", value_name = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// How often the JWKS is fetched again (seconds).
+    #[arg(long, env = "JWKS_REFRESH_SECS", value_name = "JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+
+    /// Least time between two fetches caused by tokens with an unknown `kid` (seconds).
+    #[arg(long, env = "JWKS_MIN_REFETCH_SECS", value_name = "JWKS_MIN_REFETCH_SECS", default_value_t = 10)]
+    pub jwks_min_refetch_secs: u64,
+
     /// How long an `Idempotency-Key` is remembered (seconds).
     #[arg(long, env = "IDEMPOTENCY_WINDOW_SECS", value_name = "IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
@@ -250,6 +288,70 @@ pub struct Config {
     pub idempotency_window: Duration,
     pub max_channels_per_connection: usize,
     pub channel_unsubscribe_delay: Duration,
+    pub limits: ConnectionLimits,
+    pub trusted_proxies: Vec<IpNet>,
+    pub jwks: Option<JwksSettings>,
+}
+
+/// Caps on connections and client traffic (0 = no limit).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub per_user: usize,
+    pub per_ip: usize,
+    pub upgrades_per_sec_per_ip: u32,
+    pub client_messages_per_sec: u32,
+}
+
+/// Where to fetch verification keys from, and how often.
+#[derive(Clone, Debug)]
+pub struct JwksSettings {
+    pub url: String,
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// `10.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`.
+    pub fn parse(s: &str) -> Option<IpNet> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.trim().parse::<u8>().ok().filter(|&p| p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) counts as its IPv4 address.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 /// How much history is kept for resume.
@@ -388,6 +490,38 @@ impl Config {
             redis_outbox_max_events: at_least("REDIS_OUTBOX_MAX_EVENTS", a.redis_outbox_max_events, 1)?,
             redis_outbox_max_bytes: at_least("REDIS_OUTBOX_MAX_BYTES", a.redis_outbox_max_bytes, 1024)?,
             max_channels_per_connection: at_least("MAX_CHANNELS_PER_CONNECTION", a.max_channels_per_connection, 1)?,
+            limits: ConnectionLimits {
+                max_connections: a.max_connections,
+                per_user: a.max_connections_per_user,
+                per_ip: a.max_connections_per_ip,
+                upgrades_per_sec_per_ip: a.upgrades_per_sec_per_ip,
+                client_messages_per_sec: a.client_messages_per_sec,
+            },
+            trusted_proxies: match a.trusted_proxies.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(|p| {
+                        IpNet::parse(p).ok_or_else(|| {
+                            bad(
+                                "TRUSTED_PROXIES",
+                                format!("{:?} is not an IP address or CIDR like 10.0.0.0/8", p.trim()),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            },
+            jwks: match a.jwt_jwks_url.filter(|u| !u.trim().is_empty()) {
+                None => None,
+                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                    return Err(bad("JWT_JWKS_URL", "must be an http:// or https:// URL"));
+                }
+                Some(url) => Some(JwksSettings {
+                    url,
+                    refresh: Duration::from_secs(at_least("JWKS_REFRESH_SECS", a.jwks_refresh_secs, 1)?),
+                    min_refetch: Duration::from_secs(a.jwks_min_refetch_secs),
+                }),
+            },
             channel_unsubscribe_delay: Duration::from_millis(a.channel_unsubscribe_delay_ms),
             idempotency_window: Duration::from_secs(at_least("IDEMPOTENCY_WINDOW_SECS", a.idempotency_window_secs, 1)?),
         })

@@ -68,7 +68,8 @@ struct Conn<'a> {
 }
 
 /// A channel request read from the client; `Err` holds a `channel` that is not a string.
-enum ChannelOp {
+#[derive(Debug)]
+pub enum ChannelOp {
     Subscribe(Result<String, serde_json::Value>),
     Unsubscribe(Result<String, serde_json::Value>),
 }
@@ -402,13 +403,15 @@ fn classify(e: WsError) -> Disconnect {
 }
 
 /// A client's text message.
-enum Request {
+#[derive(Debug)]
+pub enum Request {
     /// Answered at once.
     Reply(Utf8Bytes),
     Channel(ChannelOp),
 }
 
-fn parse_request(text: &str) -> Request {
+/// Parses a client's text message (public for the fuzz target; never panics).
+pub fn parse_request(text: &str) -> Request {
     #[derive(serde::Deserialize)]
     struct ClientMessage<'a> {
         #[serde(rename = "type", borrow)]

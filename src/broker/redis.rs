@@ -820,35 +820,18 @@ impl RedisBroker {
 
     /// A channel message; `None` for undecodable ones (counted).
     fn decode(&self, bytes: &[u8]) -> Option<Incoming> {
-        let env: Envelope = match serde_json::from_slice(bytes) {
-            Ok(e) => e,
+        match decode_message(bytes, &self.instance_id) {
+            Ok(m) => m,
             Err(e) => {
                 self.metrics.redis_bad_messages.inc();
-                tracing::warn!(error = %e, "undecodable message on the broadcast channel");
-                return None;
+                tracing::warn!(error = %e, "undecodable message on a Redis channel");
+                None
             }
-        };
-        let (Some(sid), Some(prev)) = (env.sid.as_deref(), env.prev.as_deref()) else {
-            // A v1 instance during a rolling upgrade: it delivered its own events locally.
-            if env.origin == self.instance_id {
-                return None;
-            }
-            let id = env.eid.as_deref().unwrap_or("").to_string();
-            return Some(Incoming::Plain(env.event(id)));
-        };
-        let (Ok(sid), Ok(prev)) = (sid.parse::<StreamId>(), prev.parse::<StreamId>()) else {
-            self.metrics.redis_bad_messages.inc();
-            tracing::warn!("message on the broadcast channel with a malformed stream id");
-            return None;
-        };
-        Some(Incoming::Positioned { sid, prev, entry: self.entry(sid, env) })
+        }
     }
 
     fn entry(&self, sid: StreamId, env: Envelope) -> Entry {
-        let own = env.origin == self.instance_id;
-        let own_eid = if own { env.eid.as_deref().map(str::to_string) } else { None };
-        let held_here = env.pre.as_deref() == Some(self.instance_id.as_str());
-        Entry { event: (!held_here).then(|| env.event(sid.to_string())), own_eid }
+        entry_for(&self.instance_id, sid, env)
     }
 
     /// A stream entry; `None` when it cannot be decoded (counted).
@@ -1354,6 +1337,47 @@ impl Broker for RedisBroker {
         }
         .boxed()
     }
+}
+
+/// Decodes a message from a Redis channel as the instance `instance_id` sees it: `Ok(None)` for
+/// a message it must not deliver (its own, from a v1 instance), `Err` for an undecodable one.
+fn decode_message(bytes: &[u8], instance_id: &str) -> Result<Option<Incoming>, String> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let (Some(sid), Some(prev)) = (env.sid.as_deref(), env.prev.as_deref()) else {
+        // A v1 instance during a rolling upgrade: it delivered its own events locally.
+        if env.origin == instance_id {
+            return Ok(None);
+        }
+        let id = env.eid.as_deref().unwrap_or("").to_string();
+        return Ok(Some(Incoming::Plain(env.event(id))));
+    };
+    let (Ok(sid), Ok(prev)) = (sid.parse::<StreamId>(), prev.parse::<StreamId>()) else {
+        return Err(format!("malformed stream id {sid:?} or {prev:?}"));
+    };
+    Ok(Some(Incoming::Positioned { sid, prev, entry: entry_for(instance_id, sid, env) }))
+}
+
+fn entry_for(instance_id: &str, sid: StreamId, env: Envelope) -> Entry {
+    let own = env.origin == instance_id;
+    let own_eid = if own { env.eid.as_deref().map(str::to_string) } else { None };
+    let held_here = env.pre.as_deref() == Some(instance_id);
+    Entry { event: (!held_here).then(|| env.event(sid.to_string())), own_eid }
+}
+
+/// The Redis message decoder, for fuzzing: decodes `bytes` as a channel message and as a
+/// stream entry's envelope, and encodes what it got back into client frames. Returns whether
+/// the message was accepted. Never panics (that is what the fuzz target checks).
+pub fn decode_for_fuzzing(bytes: &[u8]) -> bool {
+    let ok = match decode_message(bytes, "fuzz") {
+        Ok(Some(Incoming::Plain(e))) => !e.frame().is_empty(),
+        Ok(Some(Incoming::Positioned { entry, .. })) => entry.event.map_or(true, |e| !e.frame().is_empty()),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if let Ok(env) = serde_json::from_slice::<Envelope>(bytes) {
+        let _ = entry_for("fuzz", StreamId::ZERO, env).event.map(|e| e.frame());
+    }
+    ok
 }
 
 /// The id of the first entry of an XREVRANGE reply.
