@@ -38,6 +38,8 @@ pub struct AppState {
     pub ids: IdGenerator,
     /// Per token subject; `None` when `PUBLISH_RATE_PER_SEC=0`.
     limiter: Option<KeyedLimiter>,
+    /// Connection caps and the upgrade rate per client IP.
+    pub conn_limits: Arc<crate::limits::Limiter>,
     /// Set on SIGTERM: `/ready` answers 503 and upgrades are refused.
     pub draining: AtomicBool,
     pub started: Instant,
@@ -93,8 +95,10 @@ impl AppState {
             write_timeout: cfg.ping_interval + cfg.pong_timeout,
             close_timeout: cfg.drain_timeout.min(Duration::from_secs(5)),
             max_channels: cfg.max_channels_per_connection,
+            client_messages_per_sec: cfg.limits.client_messages_per_sec,
         };
         let ws_config = ws_config(&cfg);
+        let cfg_limits = cfg.limits;
         Ok(Arc::new(AppState {
             cfg,
             hub,
@@ -103,6 +107,7 @@ impl AppState {
             metrics,
             ids: IdGenerator::new(),
             limiter,
+            conn_limits: crate::limits::Limiter::new(cfg_limits),
             draining: AtomicBool::new(false),
             started: Instant::now(),
             sessions: TaskTracker::new(),
@@ -227,6 +232,7 @@ async fn janitor(st: Arc<AppState>) {
             l.retain_recent();
             l.shrink_to_fit();
         }
+        st.conn_limits.tidy();
     }
 }
 

@@ -14,6 +14,8 @@ pub enum Disconnect {
     TokenExpired,
     /// The client broke a rule of the protocol (e.g. sent a binary frame): 1008.
     Policy,
+    /// The client sent more messages than `CLIENT_MESSAGES_PER_SEC` allows: 1008.
+    MessageRate,
     /// An inbound frame or message exceeded `MAX_MESSAGE_BYTES`: 1009.
     MessageTooBig,
     /// The client sent nothing within `PONG_TIMEOUT_MS` of a ping. No close frame: the peer is
@@ -31,7 +33,7 @@ impl Disconnect {
         match self {
             Disconnect::Shutdown => Some(CloseCode::Away),
             Disconnect::Slow => Some(CloseCode::Again),
-            Disconnect::TokenExpired | Disconnect::Policy => Some(CloseCode::Policy),
+            Disconnect::TokenExpired | Disconnect::Policy | Disconnect::MessageRate => Some(CloseCode::Policy),
             Disconnect::MessageTooBig => Some(CloseCode::Size),
             Disconnect::PingTimeout | Disconnect::ClientClosed | Disconnect::Error => None,
         }
@@ -45,6 +47,7 @@ impl Disconnect {
             Disconnect::TokenExpired => "token_expired",
             Disconnect::Policy => "policy",
             Disconnect::MessageTooBig => "message_too_big",
+            Disconnect::MessageRate => "message_rate",
             Disconnect::PingTimeout => "ping_timeout",
             Disconnect::ClientClosed => "client_closed",
             Disconnect::Error => "error",
@@ -52,12 +55,13 @@ impl Disconnect {
     }
 
     /// Every reason, for pre-registering metric series so dashboards see zeros.
-    pub const ALL: [Disconnect; 8] = [
+    pub const ALL: [Disconnect; 9] = [
         Disconnect::Shutdown,
         Disconnect::Slow,
         Disconnect::TokenExpired,
         Disconnect::Policy,
         Disconnect::MessageTooBig,
+        Disconnect::MessageRate,
         Disconnect::PingTimeout,
         Disconnect::ClientClosed,
         Disconnect::Error,
@@ -72,6 +76,7 @@ mod tests {
     fn codes_follow_the_contract() {
         assert_eq!(u16::from(Disconnect::Shutdown.close_code().unwrap()), 1001);
         assert_eq!(u16::from(Disconnect::TokenExpired.close_code().unwrap()), 1008);
+        assert_eq!(u16::from(Disconnect::MessageRate.close_code().unwrap()), 1008);
         assert_eq!(u16::from(Disconnect::MessageTooBig.close_code().unwrap()), 1009);
         assert_eq!(u16::from(Disconnect::Slow.close_code().unwrap()), 1013);
         assert!(Disconnect::PingTimeout.close_code().is_none());

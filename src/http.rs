@@ -6,6 +6,7 @@
 //! wrapper hides the TcpStream.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::auth::{query_param, token_from_parts, AuthError};
 use crate::broker::{PublishError, PublishOptions};
 use crate::event::{now_ms, Event, PublishRequest};
 use crate::idempotency;
+use crate::limits::{client_ip, Refusal as LimitRefusal};
 use crate::session::{self, Peer};
 use crate::stats;
 
@@ -53,7 +55,7 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
     // task watches `shutdown` itself and the tracker waits for them.
     let conns = TaskTracker::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
@@ -67,9 +69,10 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
         };
         let _ = stream.set_nodelay(true);
         let st = st.clone();
+        let peer = peer.ip();
         let svc = service_fn(move |req| {
             let st = st.clone();
-            async move { Ok::<_, Infallible>(route(req, st).await) }
+            async move { Ok::<_, Infallible>(route(req, st, peer).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -93,7 +96,7 @@ pub async fn serve(listener: TcpListener, st: Arc<AppState>, shutdown: Cancellat
     let _ = tokio::time::timeout(HTTP_GRACE, conns.wait()).await;
 }
 
-async fn route(req: Request<Incoming>, st: Arc<AppState>) -> Response<Body> {
+async fn route(req: Request<Incoming>, st: Arc<AppState>, peer: IpAddr) -> Response<Body> {
     let path = req.uri().path();
     let allowed = match path {
         "/ws/tasks" | "/ws" | "/ws/stats" | "/live" | "/ready" | "/health" | "/metrics" => "GET",
@@ -111,7 +114,7 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>) -> Response<Body> {
         return r;
     }
     match path {
-        "/ws/tasks" | "/ws" => upgrade(req, &st),
+        "/ws/tasks" | "/ws" => upgrade(req, &st, peer),
         "/api/events" => publish(req, &st).await,
         "/ws/stats" => json_response(StatusCode::OK, &stats::ws_stats(&st).await),
         "/live" => json_response(StatusCode::OK, &json!({"status": "ok"})),
@@ -182,7 +185,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `GET /ws/tasks`: checks, then answers 101 and hands the socket to a session task.
-fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
+fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAddr) -> Response<Body> {
     if st.draining.load(Ordering::Acquire) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "instance is shutting down; reconnect to another");
     }
@@ -193,6 +196,11 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
                 return error(StatusCode::FORBIDDEN, "origin not allowed");
             }
         }
+    }
+    // Cheap refusals before the token's signature is checked.
+    let ip = client_ip(peer_addr, req.headers(), &st.cfg.trusted_proxies);
+    if let Err(r) = st.conn_limits.check_upgrade_rate(ip) {
+        return limit_refusal(st, r);
     }
     let (parts, body) = req.into_parts();
     let token = token_from_parts(&parts, true).unwrap_or_default();
@@ -236,6 +244,11 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
             channels.push(name.to_string());
         }
     }
+    // Counted from here until the session ends (the admission travels with it).
+    let admission = match st.conn_limits.admit(ip, &claims.sub) {
+        Ok(a) => a,
+        Err(r) => return limit_refusal(st, r),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(req);
     let peer = Peer {
@@ -249,6 +262,7 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
     let session_rt = st.session_rt.clone();
     st.sessions.spawn_on(
         async move {
+            let _admission = admission;
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => {
@@ -373,6 +387,21 @@ async fn publish_inner(req: Request<Incoming>, st: &Arc<AppState>, accepted_at: 
         st.metrics.events_published.inc();
     }
     r
+}
+
+fn limit_refusal(st: &AppState, r: LimitRefusal) -> Response<Body> {
+    st.metrics.limit_refused(r.label());
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+    let mut resp = error(status, &r.message(st.conn_limits.limits()));
+    let retry = match r {
+        LimitRefusal::UpgradeRate(wait) => Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+        LimitRefusal::Full => Some(1),
+        LimitRefusal::PerUser | LimitRefusal::PerIp => None,
+    };
+    if let Some(secs) = retry {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 fn auth_error(st: &AppState, e: &AuthError) -> Response<Body> {

@@ -15,6 +15,7 @@
 //! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee) and its implementations.
 //! - [`history`]: stream ids (`<ms>-<seq>`), the memory history ring, what a resume replays.
 //! - [`hub`]: the local registry (user → connections), counts, `deliver(event)`: encode once, queue everywhere.
+//! - [`limits`]: connection caps (instance, user, IP), upgrade and message rates, the client IP behind trusted proxies.
 //! - [`outbox`]: the bounded per-connection queue; overflow closes with 1013.
 //! - [`session`]: one WebSocket connection: register, select over outbox/reads/timer, teardown.
 //! - [`disconnect`]: why a connection ended → close code, reason text, metric label.
@@ -35,6 +36,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;

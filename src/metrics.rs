@@ -47,6 +47,7 @@ pub struct Metrics {
     pub channel_subscriptions: Gauge,
     channel_refusals: Family<Labels, Counter>,
     pub redis_channel_subscriptions: Gauge,
+    limit_refusals: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +90,7 @@ impl Metrics {
             channel_subscriptions: Gauge::default(),
             channel_refusals: Family::default(),
             redis_channel_subscriptions: Gauge::default(),
+            limit_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections on this instance", m.connections.clone());
@@ -173,6 +175,14 @@ impl Metrics {
             "Redis channels this instance subscribes to for its channel subscribers",
             m.redis_channel_subscriptions.clone(),
         );
+        registry.register(
+            "limit_refusals",
+            "Upgrades refused and connections closed by a connection or rate limit, by reason",
+            m.limit_refusals.clone(),
+        );
+        for r in crate::limits::Refusal::LABELS {
+            let _ = m.limit_refusals.get_or_create(&vec![("reason", r)]);
+        }
         for r in crate::channel::Refusal::ALL {
             let _ = m.channel_refusals.get_or_create(&vec![("reason", r.code())]);
         }
@@ -198,6 +208,10 @@ impl Metrics {
 
     pub fn channel_refused(&self, r: crate::channel::Refusal) {
         self.channel_refusals.get_or_create(&vec![("reason", r.code())]).inc();
+    }
+
+    pub fn limit_refused(&self, reason: &'static str) {
+        self.limit_refusals.get_or_create(&vec![("reason", reason)]).inc();
     }
 
     pub fn resume(&self, recovered: bool) {

@@ -22,6 +22,7 @@ use crate::disconnect::Disconnect;
 use crate::event::now_ms;
 use crate::history::{frame_position, Replay, StreamId};
 use crate::hub::{Hub, Registration};
+use crate::limits::MessageBudget;
 use crate::outbox::{Drained, Push};
 
 pub type Socket = WebSocketStream<TcpStream>;
@@ -41,6 +42,8 @@ pub struct SessionSettings {
     pub close_timeout: Duration,
     /// Most channels one connection may join.
     pub max_channels: usize,
+    /// Messages per second a client may send (bursts of twice that); 0 = no limit.
+    pub client_messages_per_sec: u32,
 }
 
 /// The user a session serves and until when.
@@ -207,6 +210,7 @@ async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
 async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Option<StreamId>) -> Disconnect {
     let (reg, s) = (conn.reg, conn.s);
     let mut ops = Vec::new();
+    let mut budget = MessageBudget::new(s.client_messages_per_sec);
     let mut batch: VecDeque<Utf8Bytes> = VecDeque::new();
     let mut last_heard = Instant::now();
     let mut ping_sent: Option<Instant> = None;
@@ -249,13 +253,18 @@ async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Opt
                 if r.is_err() {
                     return Disconnect::Error;
                 }
-                match read_available(ws, reg, &mut ops) {
+                match read_available(ws, reg, &mut ops, &mut budget) {
                     Ok(true) => {
                         last_heard = Instant::now();
                         ping_sent = None;
                     }
                     Ok(false) => {}
-                    Err(reason) => return reason,
+                    Err(reason) => {
+                        if reason == Disconnect::MessageRate {
+                            conn.hub.metrics().limit_refused("message_rate");
+                        }
+                        return reason;
+                    }
                 }
                 for op in ops.drain(..) {
                     let reply = conn.channel_op(op).await;
@@ -356,7 +365,12 @@ fn refusal_frame(r: Refusal, channel: &serde_json::Value, max_channels: usize) -
 /// Handles every complete message already readable, without waiting; channel requests (which
 /// may wait on the broker) go to `ops`. Returns whether anything was read, or why the
 /// connection must end.
-fn read_available(ws: &mut Socket, reg: &Registration, ops: &mut Vec<ChannelOp>) -> Result<bool, Disconnect> {
+fn read_available(
+    ws: &mut Socket,
+    reg: &Registration,
+    ops: &mut Vec<ChannelOp>,
+    budget: &mut Option<MessageBudget>,
+) -> Result<bool, Disconnect> {
     let mut heard = false;
     loop {
         let msg = match ws.next().now_or_never() {
@@ -366,6 +380,11 @@ fn read_available(ws: &mut Socket, reg: &Registration, ops: &mut Vec<ChannelOp>)
             Some(Some(Ok(m))) => m,
         };
         heard = true;
+        // Pongs answer our pings; everything else the client chose to send counts.
+        let counted = matches!(msg, Message::Text(_) | Message::Binary(_) | Message::Ping(_));
+        if counted && budget.as_mut().is_some_and(|b| !b.spend()) {
+            return Err(Disconnect::MessageRate);
+        }
         let reply = match msg {
             Message::Text(t) => match parse_request(t.as_str()) {
                 Request::Reply(r) => Some(r),

@@ -435,6 +435,8 @@ pub struct WsClient {
 pub struct Rejected {
     pub status: u16,
     pub body: Value,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
 }
 
 /// An upgrade request for `path` (with its query) plus extra headers.
@@ -452,7 +454,8 @@ pub async fn try_connect(req: Request) -> Result<WsClient, Rejected> {
         Ok(ok) => ok,
         Err(WsError::Http(resp)) => {
             let body = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
-            return Err(Rejected { status: resp.status().as_u16(), body });
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            return Err(Rejected { status: resp.status().as_u16(), body, retry_after });
         }
         Err(e) => panic!("WebSocket handshake failed: {e}"),
     };
