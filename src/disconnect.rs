@@ -12,7 +12,7 @@ pub enum Disconnect {
     Slow,
     /// The token's `exp` passed while the connection was open: 1008.
     TokenExpired,
-    /// The client broke a rule of the protocol (e.g. sent a binary frame): 1008.
+    /// The client broke the WebSocket protocol (bad framing, invalid UTF-8 in a text frame): 1008.
     Policy,
     /// The client sent more messages than `CLIENT_MESSAGES_PER_SEC` allows: 1008.
     MessageRate,
