@@ -108,7 +108,8 @@ const DISCONNECTED: u8 = 3;
 
 /// Appends an event and publishes it, atomically, honouring an idempotency key.
 ///
-/// KEYS: stream, idempotency key (the stream again when there is none), id clock key.
+/// KEYS: stream, idempotency key (the stream again when there is none), id clock key, genesis
+/// key (set to the first id ever given, see [`REPLAY_SCRIPT`]).
 /// ARGV: Redis channel, envelope JSON (an object), MAXLEN, max age in ms, key fingerprint (""
 /// for none), key window in ms, an event ULID to look for among the newest entries first (""
 /// for none), PUBLISH or SPUBLISH, "1" to take the id from the clock key (one clock for every
@@ -161,6 +162,7 @@ if age > 0 then
   local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
   if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', cutoff) end
 end
+redis.call('SET', KEYS[4], id, 'NX')
 redis.call(ARGV[8], ARGV[1], '{"sid":"' .. id .. '","prev":"' .. prev .. '",' .. string.sub(ARGV[2], 2))
 if ARGV[5] ~= '' then
   redis.call('SET', KEYS[2], ARGV[5] .. ' ' .. id, 'PX', ARGV[6])
@@ -170,10 +172,12 @@ return {'new', id}
 
 /// The entries after `since` if every entry after it is still in the stream, else nil.
 ///
-/// KEYS: stream. ARGV: since (a valid stream id), most entries to return, "1" for the
-/// broadcast stream (a missing or empty one means Redis lost it: not recoverable) or "0" for a
-/// channel's (one that never had an event is empty; what counts is whether anything after
-/// `since` was trimmed: max-deleted-entry-id, Redis 7).
+/// KEYS: stream, genesis key. ARGV: since (a valid stream id), most entries to return.
+/// Not recoverable: `since` older than the genesis id (the first id this Redis dataset ever
+/// gave: an id from before a Redis that lost its data), or, once the stream has been trimmed,
+/// older than its first entry. A stream that never lost an entry (Redis 7 counts
+/// entries-added) holds everything, and one that never had an entry (a quiet channel) has
+/// nothing to replay.
 const REPLAY_SCRIPT: &str = r#"
 local function older(a, b)
   local da = string.find(a, '-', 1, true)
@@ -182,25 +186,19 @@ local function older(a, b)
   if am ~= bm then return am < bm end
   return tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1))
 end
-if ARGV[3] == '0' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-  local info = redis.call('XINFO', 'STREAM', KEYS[1])
-  local deleted = nil
-  for i = 1, #info, 2 do
-    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end
-  end
-  if deleted then
-    if older(ARGV[1], deleted) then return false end
-  else
-    local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-    if #first > 0 and older(ARGV[1], first[1][1]) then return false end
-  end
-  return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+local genesis = redis.call('GET', KEYS[2])
+if not genesis or older(ARGV[1], genesis) then return false end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local length, added = nil, nil
+for i = 1, #info, 2 do
+  if info[i] == 'length' then length = info[i + 1] end
+  if info[i] == 'entries-added' then added = info[i + 1] end
 end
-local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #first == 0 or older(ARGV[1], first[1][1]) or older(last[1][1], ARGV[1]) then
-  return false
+-- Nothing ever removed (Redis 7 counts every entry added): all of it is here.
+if not (added and length and added == length) then
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #first > 0 and older(ARGV[1], first[1][1]) then return false end
 end
 return redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 "#;
@@ -268,6 +266,9 @@ struct Entry {
 /// Where an event goes in Redis.
 struct Route {
     stream: String,
+    /// Holds the first id this Redis dataset gave (one key in standalone Redis, one per slot
+    /// tag in a Cluster).
+    genesis: String,
     /// The Redis channel.
     topic: String,
     idem_prefix: String,
@@ -585,7 +586,13 @@ impl RedisBroker {
     }
 
     fn route_all(&self) -> Route {
+        let genesis = if self.clustered {
+            format!("{}genesis:{{{}}}", self.key_prefix, self.stream_key)
+        } else {
+            format!("{}genesis", self.key_prefix)
+        };
         Route {
+            genesis,
             stream: self.stream_key.clone(),
             topic: self.channel.clone(),
             idem_prefix: self.idem_prefix.clone(),
@@ -598,6 +605,7 @@ impl RedisBroker {
     fn route_channel(&self, name: &str) -> Route {
         let p = &self.key_prefix;
         Route {
+            genesis: if self.clustered { format!("{p}genesis:{{{name}}}") } else { format!("{p}genesis") },
             stream: format!("{p}chstream:{{{name}}}"),
             topic: format!("{}{{{name}}}", self.topic_prefix),
             idem_prefix: format!("{p}idem:{{{name}}}:"),
@@ -726,12 +734,14 @@ impl RedisBroker {
         Ok(v)
     }
 
-    /// The entries of `stream` after `since`, if it still holds all of them (see
-    /// [`REPLAY_SCRIPT`]; `strict` for the broadcast stream).
-    async fn read_since(&self, stream: &str, since: &str, strict: bool) -> Option<Vec<(StreamId, Vec<u8>)>> {
+    /// The entries of a stream after `since`, if it still holds all of them (see
+    /// [`REPLAY_SCRIPT`]).
+    async fn read_since(&self, route: &Route, since: &str) -> Option<Vec<(StreamId, Vec<u8>)>> {
         let max = self.history.max_events + TRIM_SLACK;
-        let args: Vec<Value> = vec![since.into(), (max as i64).into(), (if strict { "1" } else { "0" }).into()];
-        let reply: Value = match self.replay_script.evalsha_with_reload(&self.publisher, stream, args).await {
+        let args: Vec<Value> = vec![since.into(), (max as i64).into()];
+        let keys = vec![route.stream.as_str(), route.genesis.as_str()];
+        let stream = route.stream.as_str();
+        let reply: Value = match self.replay_script.evalsha_with_reload(&self.publisher, keys, args).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, stream, "could not read an event stream for a resume");
@@ -1006,7 +1016,11 @@ impl RedisBroker {
         ];
         let r: Vec<String> = self
             .publish_script
-            .evalsha_with_reload(&self.publisher, vec![route.stream.as_str(), idem_key.as_str(), clock], args)
+            .evalsha_with_reload(
+                &self.publisher,
+                vec![route.stream.as_str(), idem_key.as_str(), clock, route.genesis.as_str()],
+                args,
+            )
             .await?;
         match (r.first().map(String::as_str), r.get(1)) {
             (Some("new"), Some(id)) => Ok(Appended::New(id.clone())),
@@ -1222,12 +1236,12 @@ impl Broker for RedisBroker {
             }
             // The broadcast stream, then each channel's: every one must still hold everything
             // after `since`. Ids order across streams (one clock), so merging sorts them.
-            let mut entries = match self.read_since(&self.stream_key, since, true).await {
+            let mut entries = match self.read_since(&self.route_all(), since).await {
                 Some(e) => e,
                 None => return Replay::NotRecovered,
             };
             for c in channels {
-                match self.read_since(&self.route_channel(c).stream, since, false).await {
+                match self.read_since(&self.route_channel(c), since).await {
                     Some(e) => entries.extend(e),
                     None => return Replay::NotRecovered,
                 }

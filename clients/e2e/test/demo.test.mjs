@@ -112,6 +112,9 @@ test("two instances, one page on each: an event POSTed to the first shows on bot
 
 test("a dropped connection: the page reconnects and says whether it resumed", { timeout: 60000 }, async () => {
   for (const gw of [gwA, gwB]) await waitFor(async () => (await gw.stats()).redis_state === "connected", "Redis connected");
+  // An event before the page opens (to nobody it can see), so the stream has a position and
+  // `connected` carries `last_id` whatever ran before this test.
+  await gwA.publish({ type: "earlier", data: 0, users: ["nobody"] });
   // Every WebSocket of the page goes through this proxy, so the test can cut one off: stop
   // passing the gateway's frames on (those events are missed), then close it.
   const links = [];
@@ -135,9 +138,13 @@ test("a dropped connection: the page reconnects and says whether it resumed", { 
   await state.filter({ hasText: /^open$/ }).waitFor({ timeout: 15000 });
   assert.equal(await resume.textContent(), "");
 
-  // Cut before any event: nothing to resume from.
-  cut()();
-  await resume.filter({ hasText: /^resync needed$/ }).waitFor({ timeout: 10000 });
+  // Cut before any event reached the page: it resumes from the `last_id` of `connected`, so an
+  // event published while it is away still arrives.
+  const closeFirst = cut();
+  const early = await gwB.publish({ type: "missed", data: 1 });
+  closeFirst();
+  await resume.filter({ hasText: /^resumed \(1 missed events\)$/ }).waitFor({ timeout: 10000 });
+  await page.locator(`#events li[data-id="${early}"]`).waitFor({ timeout: 10000 });
   assert.equal(await state.textContent(), "open");
   assert.equal(links.length, 2);
 
@@ -148,7 +155,7 @@ test("a dropped connection: the page reconnects and says whether it resumed", { 
   close();
   await resume.filter({ hasText: /^resumed \(2 missed events\)$/ }).waitFor({ timeout: 10000 });
   const ids = await page.locator("#events li").evaluateAll((lis) => lis.map((li) => li.dataset.id));
-  assert.deepEqual(ids, [missed[1], missed[0], first]);
+  assert.deepEqual(ids, [missed[1], missed[0], first, early]);
   assert.equal(await state.textContent(), "open");
   assert.equal(new URL(links.at(-1).ws.url()).searchParams.get("since"), first);
   mkdirSync(ARTIFACTS, { recursive: true });
