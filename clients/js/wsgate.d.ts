@@ -35,7 +35,7 @@ export interface WsgateEvent<T = unknown> {
   data: T;
   /** Accept time, ms since the epoch. */
   ts: number;
-  /** Set on events published to a channel. */
+  /** Set on events published to a channel (see WsgateClient.subscribe and onChannel). */
   channel?: string;
   [extra: string]: unknown;
 }
@@ -117,7 +117,17 @@ export type WsgateErrorCode =
   /** The gateway sent a frame that is not JSON. */
   | "bad_frame"
   /** An event handler or callback threw. */
-  | "handler_error";
+  | "handler_error"
+  /** A channel refusal (subscribe() rejects with it; a channel of options.channels or a rejoin refused goes to onError): the token does not allow the channel. */
+  | "forbidden"
+  /** A channel refusal: the name is not 1–200 characters of `A-Z a-z 0-9 : _ - . @` (also checked before sending). */
+  | "invalid_channel"
+  /** A channel refusal: the connection is in as many channels as the gateway allows (MAX_CHANNELS_PER_CONNECTION). */
+  | "too_many_channels"
+  /** subscribe()/unsubscribe() of a channel was superseded by the opposite call before the gateway answered. */
+  | "cancelled"
+  /** subscribe()/unsubscribe() on a closed client, or pending when close() was called. */
+  | "closed";
 
 export declare class WsgateError extends Error {
   name: "WsgateError";
@@ -126,6 +136,10 @@ export declare class WsgateError extends Error {
   fatal: boolean;
   /** The HTTP status of a refused upgrade, when the WebSocket implementation reports it (the `ws` package does, browsers do not). */
   status?: number;
+  /** The channel, for channel refusals and for settled subscribe()/unsubscribe() promises. */
+  channel?: string;
+  /** The gateway's `error` frame, for `server_error` and channel refusals. */
+  frame?: { type: "error"; error: string; message?: string; channel?: unknown; [extra: string]: unknown };
   cause?: unknown;
   constructor(code: WsgateErrorCode, message: string, extra?: object);
 }
@@ -174,6 +188,11 @@ export interface ConnectOptions {
   resume?: boolean;
   /** An event id to resume after on the first connection too (e.g. lastEventId saved before a page reload). */
   since?: string;
+  /**
+   * Channels to join at connect (`channels=`), as if subscribe() had been called for each; a
+   * refusal goes to onError (code "forbidden", ...). Throws a TypeError for a malformed name.
+   */
+  channels?: string[];
 }
 
 export declare class WsgateClient {
@@ -183,6 +202,30 @@ export declare class WsgateClient {
   readonly lastEventId: string | null;
   /** The current (or last) `connected` frame, or null. */
   readonly connection: ConnectedFrame | null;
+  /** The channels joined or being joined, in the order asked: sent as `channels=` on every (re)connection. */
+  readonly channels: string[];
+  /**
+   * Joins a channel; resolves when the gateway answers `subscribed` (events published to the
+   * channel after that reach this client), at once when already joined. Rejects with a
+   * WsgateError whose code is the gateway's refusal ("forbidden", "invalid_channel",
+   * "too_many_channels"), or "cancelled" / "closed" (or the fatal error that stopped the client).
+   * Until unsubscribe(), every reconnection rejoins it through `channels=`, so a resume
+   * (`since=`) replays the channel's missed events too. Before the connection is open it waits
+   * for it (across reconnects).
+   */
+  subscribe(channel: string): Promise<void>;
+  /**
+   * Leaves a channel (no more rejoins); resolves when the gateway answers `unsubscribed`, or at
+   * once when no connection holds it. Rejects only with "invalid_channel", "cancelled" (a
+   * subscribe() of the same channel followed) or "closed".
+   */
+  unsubscribe(channel: string): Promise<void>;
+  /**
+   * Handler for every event published to this channel (events carrying `channel`). Runs after
+   * the type's handlers and before "*" handlers. Returns a function that removes it. It does not
+   * join the channel: call subscribe() for that.
+   */
+  onChannel<T = unknown>(channel: string, handler: (event: WsgateEvent<T> & { channel: string }) => void): () => void;
   /** Handler for events of one type, or "*" for every event. Returns a function that removes it. */
   on<T = unknown>(type: string, handler: (event: WsgateEvent<T>) => void): () => void;
   /** Removes a handler; without one, every handler of that type. */

@@ -10,7 +10,10 @@
 // - dispatches events to handlers per type (`"*"` for all) and tracks the last event id,
 //   which it sends back as `since=` when it reconnects (the gateway's resume parameter);
 // - says how each reconnection went: onResumed (the gateway replayed what was missed) or
-//   onResync (it could not: the application must reload its state).
+//   onResync (it could not: the application must reload its state);
+// - channels: subscribe()/unsubscribe() answer with the gateway's `subscribed`/`unsubscribed`
+//   or its refusal; the channels it holds go in `channels=` of every connect URL, so a
+//   reconnection rejoins them and its resume replay covers their events too.
 
 /** Close codes the gateway uses. */
 export const CloseCode = Object.freeze({
@@ -50,6 +53,8 @@ const DEFAULTS = Object.freeze({
 });
 
 const PING_FRAME = '{"type":"ping"}';
+// The gateway's channel names: 1 to 200 of these characters (so never a comma, the separator of `channels=`).
+const CHANNEL_NAME = /^[A-Za-z0-9:_\-.@]{1,200}$/;
 const ERROR_CLOSE_GRACE_MS = 1000;
 const noop = () => {};
 
@@ -87,6 +92,9 @@ export class WsgateClient {
   #lastEventId = null;
   #connection = null;
   #opens = 0; // `connected` frames received
+  #channels = new Set(); // joined or being joined; sent as `channels=` on every connection
+  #channelHandlers = new Map();
+  #waiting = { subscribe: new Map(), unsubscribe: new Map() }; // channel → promise awaiting the answer
 
   constructor(url, options = {}) {
     if (!url) throw new TypeError("wsgate: connect(url, options) needs a url");
@@ -110,6 +118,11 @@ export class WsgateClient {
       if (typeof o.since !== "string") throw new TypeError("wsgate: options.since must be an event id (a string)");
       this.#lastEventId = o.since; // resume from a persisted id on the first connection too
     }
+    if (typeof o.channels === "string") throw new TypeError("wsgate: options.channels must be a list of channel names");
+    for (const name of o.channels ?? []) {
+      if (typeof name !== "string" || !CHANNEL_NAME.test(name)) throw new TypeError(`wsgate: ${JSON.stringify(name)} is not a channel name`);
+      this.#channels.add(name);
+    }
     if (typeof o.onEvent === "function") this.on("*", o.onEvent);
     // Start on a later tick so the caller can attach handlers first.
     Promise.resolve().then(() => this.#open());
@@ -128,6 +141,64 @@ export class WsgateClient {
   /** The current (or last) `connected` frame: { connection_id, user, instance_id, ... }, or null. */
   get connection() {
     return this.#connection;
+  }
+
+  /** The channels this client is in or joining (rejoined on every reconnection), in the order joined. */
+  get channels() {
+    return [...this.#channels];
+  }
+
+  /**
+   * Joins a channel. Resolves once the gateway answers `subscribed` (events published to the
+   * channel from then on arrive); rejects with a WsgateError whose code is the gateway's refusal
+   * ("forbidden", "invalid_channel", "too_many_channels"). Before the connection is open it is
+   * joined at connect (`channels=`). Until unsubscribe() every reconnection rejoins it.
+   */
+  subscribe(name) {
+    if (this.#closed) return Promise.reject(new WsgateError("closed", "the client is closed", { channel: name }));
+    if (typeof name !== "string" || !CHANNEL_NAME.test(name)) {
+      return Promise.reject(new WsgateError("invalid_channel", `${JSON.stringify(name)} is not a channel name`, { channel: name }));
+    }
+    this.#settle("unsubscribe", name, new WsgateError("cancelled", `subscribe("${name}") was called before the unsubscribe finished`, { channel: name }));
+    const pending = this.#waiting.subscribe.get(name);
+    if (pending) return pending.promise;
+    if (this.#channels.has(name)) return Promise.resolve();
+    this.#channels.add(name);
+    const s = this.#sock;
+    if (s?.connected) this.#send(s, { type: "subscribe", channel: name });
+    // Otherwise the connection being opened (or the next one) joins it: see #reconcile().
+    return this.#wait("subscribe", name);
+  }
+
+  /**
+   * Leaves a channel: no rejoin on reconnection. Resolves once the gateway answers
+   * `unsubscribed`, or at once when no connection holds the channel.
+   */
+  unsubscribe(name) {
+    if (this.#closed) return Promise.reject(new WsgateError("closed", "the client is closed", { channel: name }));
+    if (typeof name !== "string" || !CHANNEL_NAME.test(name)) {
+      return Promise.reject(new WsgateError("invalid_channel", `${JSON.stringify(name)} is not a channel name`, { channel: name }));
+    }
+    this.#settle("subscribe", name, new WsgateError("cancelled", `unsubscribe("${name}") was called before the subscribe finished`, { channel: name }));
+    const pending = this.#waiting.unsubscribe.get(name);
+    if (pending) return pending.promise;
+    this.#channels.delete(name);
+    const s = this.#sock;
+    if (!s) return Promise.resolve(); // the next connection will not ask for it
+    if (s.connected) this.#send(s, { type: "unsubscribe", channel: name });
+    return this.#wait("unsubscribe", name);
+  }
+
+  /** Calls handler(event) for each event published to this channel. Returns a function that removes it. */
+  onChannel(name, handler) {
+    if (typeof handler !== "function") throw new TypeError("wsgate: onChannel(name, handler) needs a function");
+    let set = this.#channelHandlers.get(name);
+    if (!set) this.#channelHandlers.set(name, (set = new Set()));
+    set.add(handler);
+    return () => {
+      set.delete(handler);
+      if (set.size === 0 && this.#channelHandlers.get(name) === set) this.#channelHandlers.delete(name);
+    };
   }
 
   /** Calls handler(event) for each event of this type ("*": every event). Returns an unsubscribe function. */
@@ -157,6 +228,7 @@ export class WsgateClient {
     const s = this.#sock;
     this.#sock = null;
     if (s) this.#dispose(s, CloseCode.NORMAL, "client closed");
+    this.#rejectWaiting(new WsgateError("closed", "the client was closed"));
     this.#setState(State.CLOSED);
     this.#emit("onClose", { code: CloseCode.NORMAL, reason: "client closed", wasClean: true, willReconnect: false });
   }
@@ -190,15 +262,17 @@ export class WsgateClient {
     }
 
     const since = this.#resumeFrom();
+    const channels = [...this.#channels];
     let ws;
     try {
-      ws = new this.#WebSocket(this.#buildUrl(since));
+      ws = new this.#WebSocket(this.#buildUrl(since, channels));
     } catch (err) {
       // A malformed URL: no retry can fix it.
       this.#fail(new WsgateError("invalid_url", `cannot open a WebSocket: ${err?.message ?? err}`, { cause: err }));
       return;
     }
-    const s = { ws, opened: false, connected: false, status: undefined, error: undefined, freshToken, since };
+    // `channels`: what the gateway joins this connection to at connect.
+    const s = { ws, opened: false, connected: false, status: undefined, error: undefined, freshToken, since, channels };
     s.replay = null; // after a recovered resume, until the pong that follows the missed events
     s.pingTimer = s.pongTimer = s.connectTimer = s.errorTimer = null;
     this.#sock = s;
@@ -251,13 +325,14 @@ export class WsgateClient {
     return resume && this.#lastEventId != null ? this.#lastEventId : null;
   }
 
-  #buildUrl(since) {
+  #buildUrl(since, channels) {
     const base = globalThis.location?.href;
     const u = new URL(String(this.#url), base);
     if (u.protocol === "http:") u.protocol = "ws:";
     else if (u.protocol === "https:") u.protocol = "wss:";
     u.searchParams.set("token", this.#token);
     if (since != null) u.searchParams.set("since", since);
+    if (channels.length > 0) u.searchParams.set("channels", channels.join(","));
     return u.toString();
   }
 
@@ -296,8 +371,13 @@ export class WsgateClient {
           this.#emit("onResumed", { since, missed, frame: this.#connection });
         }
         break;
+      case "subscribed":
+      case "unsubscribed":
+        this.#settle(msg.type === "subscribed" ? "subscribe" : "unsubscribe", msg.channel);
+        break;
       case "error":
-        this.#report(new WsgateError("server_error", `gateway: ${msg.error}${msg.message ? `: ${msg.message}` : ""}`, { frame: msg }));
+        if (typeof msg.channel === "string") this.#onRefused(msg);
+        else this.#report(new WsgateError("server_error", `gateway: ${msg.error}${msg.message ? `: ${msg.message}` : ""}`, { frame: msg }));
         break;
       default:
         break; // frames of later protocol additions are ignored
@@ -330,8 +410,71 @@ export class WsgateClient {
         }, wait);
       }, every);
     }
+    this.#reconcile(s);
     this.#emit("onOpen", msg);
     this.#afterResume(s, msg);
+  }
+
+  /**
+   * Brings a new connection's channels (those in its `channels=`) in line with what the
+   * application asked for while it was being opened.
+   */
+  #reconcile(s) {
+    for (const name of this.#channels) {
+      if (!s.channels.includes(name)) this.#send(s, { type: "subscribe", channel: name });
+    }
+    for (const name of s.channels) {
+      if (!this.#channels.has(name)) this.#send(s, { type: "unsubscribe", channel: name });
+    }
+    for (const name of [...this.#waiting.unsubscribe.keys()]) {
+      if (!s.channels.includes(name)) this.#settle("unsubscribe", name); // never joined by this connection
+    }
+  }
+
+  /** An `error` frame about a channel: the gateway did not join it (or the name was bad). */
+  #onRefused(msg) {
+    const name = msg.channel;
+    const err = new WsgateError(msg.error ?? "server_error", `gateway refused channel "${name}": ${msg.error}${msg.message ? `: ${msg.message}` : ""}`, { channel: name, frame: msg });
+    // Only a subscribe can be refused: unsubscribe() sends valid names only.
+    const wanted = this.#channels.delete(name); // not asked for again on reconnection
+    if (this.#waiting.subscribe.has(name)) this.#settle("subscribe", name, err);
+    else if (wanted) this.#report(err); // joined at connect: options.channels, or a rejoin refused (e.g. a new token without it)
+  }
+
+  #send(s, frame) {
+    try {
+      s.ws.send(JSON.stringify(frame));
+    } catch {
+      /* the close event follows; the next connection asks again */
+    }
+  }
+
+  #wait(op, name) {
+    let resolve;
+    let reject;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this.#waiting[op].set(name, { promise, resolve, reject });
+    return promise;
+  }
+
+  /** Resolves (without `err`) or rejects the pending subscribe/unsubscribe of a channel, if any. */
+  #settle(op, name, err) {
+    const w = this.#waiting[op].get(name);
+    if (!w) return;
+    this.#waiting[op].delete(name);
+    if (err) w.reject(err);
+    else w.resolve();
+  }
+
+  #rejectWaiting(err) {
+    for (const op of ["subscribe", "unsubscribe"]) {
+      for (const name of [...this.#waiting[op].keys()]) {
+        this.#settle(op, name, new WsgateError(err.code, err.message, { channel: name, cause: err, fatal: err.fatal }));
+      }
+    }
   }
 
   /**
@@ -360,14 +503,18 @@ export class WsgateClient {
   }
 
   #dispatch(event) {
-    for (const key of [event.type, "*"]) {
-      const set = this.#handlers.get(key);
+    const groups = [
+      [`"${event.type}"`, this.#handlers.get(event.type)],
+      [`channel "${event.channel}"`, typeof event.channel === "string" ? this.#channelHandlers.get(event.channel) : undefined],
+      ['"*"', this.#handlers.get("*")],
+    ];
+    for (const [what, set] of groups) {
       if (!set) continue;
       for (const h of [...set]) {
         try {
           h(event);
         } catch (err) {
-          this.#report(new WsgateError("handler_error", `a handler for "${key}" threw: ${err?.message ?? err}`, { cause: err }));
+          this.#report(new WsgateError("handler_error", `a handler for ${what} threw: ${err?.message ?? err}`, { cause: err }));
         }
       }
     }
@@ -405,6 +552,9 @@ export class WsgateClient {
 
   /** Decides what follows the end of one socket. */
   #afterClose(s, info) {
+    // The gateway forgets a connection's channels with it, and the next one is not asked for
+    // those left meanwhile: pending unsubscribes are done.
+    for (const name of [...this.#waiting.unsubscribe.keys()]) this.#settle("unsubscribe", name);
     if (this.#closed) return;
 
     if (!s.opened && !info.timedOut) {
@@ -471,6 +621,7 @@ export class WsgateClient {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     this.#setState(State.CLOSED);
+    this.#rejectWaiting(err);
     this.#emit("onClose", { ...info, willReconnect: false, error: err });
     this.#report(err);
   }

@@ -27,10 +27,14 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
 
-def mint(sub: str, *, ttl: float = 3600, scope: str | None = None, secret: str = SECRET) -> str:
+def mint(
+    sub: str, *, ttl: float = 3600, scope: str | None = None, channels: list[str] | None = None, secret: str = SECRET
+) -> str:
     claims: dict = {"sub": sub, "exp": int(time.time() + ttl)}
     if scope is not None:
         claims["scope"] = scope
+    if channels is not None:
+        claims["channels"] = channels
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

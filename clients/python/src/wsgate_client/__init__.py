@@ -1,15 +1,18 @@
 """asyncio client for the wsgate WebSocket fan-out gateway.
 
-- :func:`publish` / :class:`Publisher`: ``POST /api/events`` (backend side).
+- :func:`publish` / :class:`Publisher`: ``POST /api/events`` (backend side), to everyone,
+  some users or a channel; :func:`presence`: who is in a channel.
 - :func:`listen` / :class:`Listener`: ``GET /ws/tasks`` as an async iterator of events that
-  reconnects with backoff and refreshes expired tokens (browser side, from Python).
+  reconnects with backoff, refreshes expired tokens and rejoins its channels (browser side,
+  from Python).
 """
 
-from .errors import ConnectionClosed, ListenError, PublishError, UpgradeRefused, WsgateError
+from .errors import ApiError, ConnectionClosed, ListenError, PublishError, UpgradeRefused, WsgateError
 from .listen import Listener, listen, ws_url
-from .publish import Publisher, publish
+from .publish import Publisher, presence, publish
 
 __all__ = [
+    "ApiError",
     "ConnectionClosed",
     "ListenError",
     "Listener",
@@ -18,6 +21,7 @@ __all__ = [
     "UpgradeRefused",
     "WsgateError",
     "listen",
+    "presence",
     "publish",
     "ws_url",
 ]

@@ -7,18 +7,27 @@ class WsgateError(Exception):
     """Base class of every error this package raises."""
 
 
-class PublishError(WsgateError):
-    """``POST /api/events`` did not answer 202.
+class ApiError(WsgateError):
+    """An HTTP API call of the gateway (``/api/...``) did not answer as expected.
 
     ``status`` is the HTTP status, ``message`` the gateway's ``{"error": ...}`` text (or the raw
     body when it was not JSON), ``retry_after`` the ``Retry-After`` header in seconds, if any.
+    Raised as is by :func:`~wsgate_client.presence`.
     """
 
+    what = "API call"
+
     def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"publish failed: HTTP {status}: {message}")
+        super().__init__(f"{self.what} failed: HTTP {status}: {message}")
         self.status = status
         self.message = message
         self.retry_after = retry_after
+
+
+class PublishError(ApiError):
+    """``POST /api/events`` did not answer 202 (see :class:`ApiError` for the attributes)."""
+
+    what = "publish"
 
 
 class ListenError(WsgateError):

@@ -7,8 +7,9 @@ import inspect
 import json
 import logging
 import random
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -28,6 +29,9 @@ ResyncCallback = Callable[[dict], Union[None, Awaitable[None]]]
 
 #: A connection that stayed up this long resets the backoff to its first step.
 STABLE_AFTER = 10.0
+
+# The gateway's channel names (so never a comma, the separator of ``channels=``).
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9:_\-.@]{1,200}")
 
 # Close codes (RFC 6455 and the gateway's contract).
 NORMAL = 1000
@@ -95,6 +99,13 @@ class Listener:
     With ``reconnect=False`` the iteration ends after a 1000/1001 close and raises
     :class:`~wsgate_client.ConnectionClosed` (or the network error) otherwise.
 
+    Channels: ``channels=["project:42", ...]`` joins them at connect (``channels=`` in the URL)
+    on every connection, so a reconnection rejoins them and a resume replays their missed
+    events too. Channel events are yielded like the others and carry ``"channel"``. The
+    gateway answers each channel with a ``subscribed`` frame (kept in :attr:`subscribed`) or a
+    refusal (``forbidden``, ``invalid_channel``, ``too_many_channels``): a refused channel is
+    logged, kept in :attr:`refused` and not asked for again.
+
     The token goes in an ``Authorization: Bearer`` header, not in the URL. ``headers`` adds
     more (e.g. ``Origin``).
     """
@@ -110,6 +121,7 @@ class Listener:
         on_connected: ConnectedCallback | None = None,
         since: str | None = None,
         on_resync: ResyncCallback | None = None,
+        channels: Iterable[str] = (),
         headers: Mapping[str, str] | None = None,
         open_timeout: float = 10.0,
         max_size: int | None = 16 * 1024 * 1024,
@@ -132,6 +144,19 @@ class Listener:
         #: The id of the last event yielded (``since`` until one is): the next connection's
         #: ``since=``. Control frames never change it.
         self.last_event_id: str | None = since or None
+        if isinstance(channels, str):
+            raise TypeError("channels must be a list of channel names, not a str")
+        #: The channels joined at connect on every connection (refused ones are removed).
+        self.channels: list[str] = []
+        for name in channels:
+            if not isinstance(name, str) or not _CHANNEL_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a channel name (1 to 200 of A-Z a-z 0-9 : _ - . @)")
+            if name not in self.channels:
+                self.channels.append(name)
+        #: The channels the gateway confirmed (``subscribed``) on the current connection.
+        self.subscribed: set[str] = set()
+        #: Refused channels: name → the gateway's ``error`` frame (``"error"``: the reason).
+        self.refused: dict[str, dict] = {}
         #: The ``recovered`` field of the last ``connected`` frame: ``True``/``False`` on a
         #: connection opened with ``since=``, ``None`` otherwise.
         self.recovered: bool | None = None
@@ -270,15 +295,22 @@ class Listener:
             self._opened_at = time.monotonic()
             self._token_fresh = False
             self._since_sent = since
+            self.subscribed = set()
             self.connections += 1
             return
 
     def _url(self, since: str | None) -> str:
-        """The URL of one attempt: with ``since=`` when there is a position to resume from."""
-        if since is None:
+        """The URL of one attempt: with ``since=`` when there is a position to resume from, and
+        ``channels=`` with the channels to (re)join."""
+        params = []
+        if since is not None:
+            params.append(f"since={quote(since, safe='')}")
+        if self.channels:
+            params.append(f"channels={quote(','.join(self.channels), safe=',:@')}")
+        if not params:
             return self.url
         sep = "&" if urlsplit(self.url).query else "?"
-        return f"{self.url}{sep}since={quote(since, safe='')}"
+        return self.url + sep + "&".join(params)
 
     async def _handle_close(self, e: _WsClosed) -> None:
         """Decides what a close means: reconnect (setting the delay), stop, or raise."""
@@ -319,6 +351,14 @@ class Listener:
             await self._after_resume(msg)
         elif kind == "pong":
             pass
+        elif kind == "subscribed" and isinstance(msg.get("channel"), str):
+            self.subscribed.add(msg["channel"])
+        elif kind == "error" and isinstance(msg.get("channel"), str):
+            name = msg["channel"]
+            log.warning("wsgate: channel %r refused: %s (%s)", name, msg.get("error"), msg.get("message", ""))
+            self.refused[name] = msg
+            if name in self.channels:
+                self.channels.remove(name)  # not asked for again on reconnection
         elif kind == "error":
             log.warning("wsgate: the gateway reported an error: %s", msg)
         else:
@@ -366,6 +406,7 @@ async def listen(
     on_connected: ConnectedCallback | None = None,
     since: str | None = None,
     on_resync: ResyncCallback | None = None,
+    channels: Iterable[str] = (),
     **options: Any,
 ) -> AsyncIterator[dict]:
     """Yields the events sent to ``token``'s user, reconnecting as :class:`Listener` does.
@@ -376,7 +417,7 @@ async def listen(
             ...
 
     ``on_connected`` gets each ``connected`` frame and ``on_resync`` each connection that could
-    not resume (see :class:`Listener`); use :class:`Listener` directly to read the last
+    not resume, ``channels`` are joined at every connection (see :class:`Listener`); use :class:`Listener` directly to read the last
     ``connected`` frame and event id as attributes. ``options`` are :class:`Listener`'s other
     keyword arguments.
     """
@@ -389,6 +430,7 @@ async def listen(
         on_connected=on_connected,
         since=since,
         on_resync=on_resync,
+        channels=channels,
         **options,
     )
     try:

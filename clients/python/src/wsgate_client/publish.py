@@ -1,4 +1,4 @@
-"""The backend side: ``POST /api/events``."""
+"""The backend side: ``POST /api/events`` and ``GET /api/channels/{name}/presence``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import email.utils
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from .errors import PublishError
+from .errors import ApiError, PublishError
 
-__all__ = ["Publisher", "publish"]
+__all__ = ["Publisher", "presence", "publish"]
 
 DEFAULT_TIMEOUT = 10.0
 # Statuses that mean "nothing was published, come back after Retry-After": 429 (rate
@@ -22,6 +23,12 @@ _RETRYABLE = (429, 503)
 
 def _events_url(base_url: str) -> str:
     return base_url.rstrip("/") + "/api/events"
+
+
+def _presence_url(base_url: str, channel: str) -> str:
+    if not isinstance(channel, str):
+        raise TypeError(f"channel must be a str, not {channel!r}")
+    return f"{base_url.rstrip('/')}/api/channels/{quote(channel, safe='')}/presence"
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -53,12 +60,15 @@ def _error_message(response: httpx.Response) -> str:
     return text or response.reason_phrase or "no error message"
 
 
-def _body(type: str, data: Any, users: Sequence[str] | None) -> dict[str, Any]:
+def _body(type: str, data: Any, users: Sequence[str] | None, channel: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type, "data": data}
     if users is not None:
         if isinstance(users, str):
             raise TypeError("users must be a list of user ids, not a string")
         body["users"] = list(users)
+    if channel is not None:
+        # With users too, the gateway answers 400: an event goes to users or to a channel.
+        body["channel"] = channel
     return body
 
 
@@ -110,11 +120,15 @@ async def publish(
     max_retry_wait: float = 60.0,
     timeout: float = DEFAULT_TIMEOUT,
     idempotency_key: str | None = None,
+    channel: str | None = None,
 ) -> str:
     """Publishes one event and returns its id.
 
-    ``token`` needs the ``publish`` scope. Without ``users`` the event goes to every connected
-    client; with it, only to those users' connections. ``data`` is any JSON-serialisable value.
+    ``token`` needs the ``publish`` scope. Without ``users`` or ``channel`` the event goes to
+    every connected client; with ``users``, only to those users' connections; with ``channel``,
+    only to that channel's subscribers (on every instance), and its frames carry ``"channel"``.
+    ``users`` and ``channel`` together are refused (400). ``data`` is any JSON-serialisable
+    value.
 
     A 429 (rate limited) or 503 (not accepted) answer is retried up to ``retries`` times after
     waiting ``Retry-After`` seconds (1 s when the header is missing), unless the wait exceeds
@@ -131,12 +145,48 @@ async def publish(
     Pass ``client`` to reuse an ``httpx.AsyncClient`` (and its keep-alive connections); without
     it a client is opened and closed for this one call. :class:`Publisher` does this for you.
     """
-    body = _body(type, data, users)
+    body = _body(type, data, users, channel)
     url = _events_url(base_url)
     if client is not None:
         return await _post(client, url, token, body, retries, max_retry_wait, idempotency_key)
     async with httpx.AsyncClient(timeout=timeout) as own:
         return await _post(own, url, token, body, retries, max_retry_wait, idempotency_key)
+
+
+async def _get_presence(client: httpx.AsyncClient, base_url: str, token: str, channel: str) -> dict[str, Any]:
+    response = await client.get(_presence_url(base_url, channel), headers={"Authorization": f"Bearer {token}"})
+    if response.status_code != 200:
+        retry_after = _parse_retry_after(response.headers.get("retry-after"))
+        raise ApiError(response.status_code, _error_message(response), retry_after)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("users"), list):
+        raise ApiError(200, f"presence answer is not {{\"channel\", \"users\"}}: {response.text!r}")
+    return body
+
+
+async def presence(
+    base_url: str,
+    token: str,
+    channel: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, Any]:
+    """Who is in ``channel``, across the fleet: ``GET /api/channels/{channel}/presence``.
+
+    Returns the gateway's answer, ``{"channel": "project:42", "users": [{"user": "alice",
+    "connections": 2}, ...]}`` (sorted by user; an empty list when nobody is in it). ``token``
+    needs the ``publish`` scope, like :func:`publish`. Any answer other than 200 raises
+    :class:`~wsgate_client.ApiError` (400 bad channel name, 401 bad token, 403 no ``publish``
+    scope). ``client`` reuses an ``httpx.AsyncClient`` (see :meth:`Publisher.presence`).
+    """
+    if client is not None:
+        return await _get_presence(client, base_url, token, channel)
+    async with httpx.AsyncClient(timeout=timeout) as own:
+        return await _get_presence(own, base_url, token, channel)
 
 
 class Publisher:
@@ -147,6 +197,8 @@ class Publisher:
 
         async with Publisher("http://wsgate:8000", service_token) as pub:
             event_id = await pub.publish("task.updated", {"id": 42}, users=["alice"])
+            await pub.publish("task.updated", {"id": 42}, channel="project:42")
+            who = await pub.presence("project:42")
     """
 
     def __init__(
@@ -179,17 +231,22 @@ class Publisher:
         *,
         retries: int | None = None,
         idempotency_key: str | None = None,
+        channel: str | None = None,
     ) -> str:
         """Publishes one event and returns its id; see :func:`publish`."""
         return await _post(
             self._client,
             self._url,
             self.token,
-            _body(type, data, users),
+            _body(type, data, users, channel),
             self.retries if retries is None else retries,
             self.max_retry_wait,
             idempotency_key,
         )
+
+    async def presence(self, channel: str) -> dict[str, Any]:
+        """Who is in ``channel`` across the fleet; see :func:`presence`."""
+        return await _get_presence(self._client, self.base_url, self.token, channel)
 
     async def aclose(self) -> None:
         """Closes the HTTP client if this publisher opened it."""
