@@ -18,23 +18,11 @@ const STREAM: &str = "websocket:stream:all";
 /// `n` instances sharing `redis`: one `JWT_SECRET`, instance ids `gw0`.., a fast heartbeat,
 /// plus `env`. Returns once every instance reports Redis connected.
 async fn fleet(redis: &RedisServer, n: usize, env: &[(&str, &str)]) -> Vec<Gateway> {
-    let secret = random_hex();
     let url = redis.url();
-    let ids: Vec<String> = (0..n).map(|i| format!("gw{i}")).collect();
-    let gws = join_all(ids.iter().map(|id| {
-        let mut all = vec![
-            ("JWT_SECRET", secret.as_str()),
-            ("INSTANCE_ID", id.as_str()),
-            ("HEARTBEAT_INTERVAL_MS", HB),
-            ("REDIS_URL", url.as_str()),
-        ];
-        all.extend_from_slice(env);
-        async move { Gateway::start(&all).await }
-    }))
-    .await;
-    for g in &gws {
-        g.wait_redis_state("connected").await;
-    }
+    let mut all = vec![("HEARTBEAT_INTERVAL_MS", HB), ("REDIS_URL", url.as_str())];
+    all.extend_from_slice(env);
+    let gws = start_fleet(n, &all).await;
+    wait_all_connected(&gws).await;
     gws
 }
 
@@ -42,11 +30,6 @@ async fn fleet(redis: &RedisServer, n: usize, env: &[(&str, &str)]) -> Vec<Gatew
 /// loses nothing it acknowledged.
 async fn persistent_redis() -> RedisServer {
     RedisServer::start_with(free_port(), &["--appendonly", "yes", "--appendfsync", "always"]).await
-}
-
-/// Every instance's logs, for failure messages.
-fn fleet_logs(gws: &[Gateway]) -> String {
-    gws.iter().enumerate().map(|(i, g)| format!("--- gw{i} ---\n{}", g.logs())).collect()
 }
 
 /// Reads `n` events' `data.seq`; on a timeout or the connection's end, panics with what it got

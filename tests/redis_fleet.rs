@@ -4,7 +4,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use serde_json::json;
 use support::*;
 
@@ -13,15 +12,9 @@ const HB: &str = "200"; // heartbeat period for these tests, ms
 /// `n` instances of one fleet: one shared `JWT_SECRET`, instance ids `gw0`.., a fast heartbeat,
 /// plus `env` (at least `REDIS_URL`).
 async fn fleet(n: usize, env: &[(&str, &str)]) -> Vec<Gateway> {
-    let secret = random_hex();
-    let ids: Vec<String> = (0..n).map(|i| format!("gw{i}")).collect();
-    join_all(ids.iter().map(|id| {
-        let mut all =
-            vec![("JWT_SECRET", secret.as_str()), ("INSTANCE_ID", id.as_str()), ("HEARTBEAT_INTERVAL_MS", HB)];
-        all.extend_from_slice(env);
-        async move { Gateway::start(&all).await }
-    }))
-    .await
+    let mut all = vec![("HEARTBEAT_INTERVAL_MS", HB)];
+    all.extend_from_slice(env);
+    start_fleet(n, &all).await
 }
 
 async fn gateways(redis_url: &str, n: usize) -> Vec<Gateway> {
@@ -29,9 +22,7 @@ async fn gateways(redis_url: &str, n: usize) -> Vec<Gateway> {
 }
 
 async fn all_connected(gws: &[Gateway]) {
-    for g in gws {
-        g.wait_redis_state("connected").await;
-    }
+    wait_all_connected(gws).await
 }
 
 /// An event of type `kind` published on `from` reaches a user connected to `to`.

@@ -409,6 +409,9 @@ pub struct RedisBroker {
     topics: tokio::sync::Mutex<Topics>,
     /// Channels whose presence hash holds a field of this instance.
     presence_written: Mutex<HashSet<String>>,
+    /// When each channel last lost its last local subscriber: only the timer of the latest
+    /// leave may unsubscribe, so the delay counts from the last leave.
+    vacated_at: Mutex<HashMap<String, Instant>>,
     /// What of the stream this instance has delivered. A tokio Mutex: held while handing
     /// events to the hub, so the relay and the outage path never interleave deliveries.
     delivered: tokio::sync::Mutex<Delivered>,
@@ -491,6 +494,7 @@ impl RedisBroker {
             unsubscribe_delay: cfg.channel_unsubscribe_delay,
             topics: tokio::sync::Mutex::new(Topics::default()),
             presence_written: Mutex::new(HashSet::new()),
+            vacated_at: Mutex::new(HashMap::new()),
             delivered: tokio::sync::Mutex::new(Delivered::default()),
             fleet_cache: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
@@ -654,9 +658,18 @@ impl RedisBroker {
     async fn router(self: Arc<Self>, mut vacated: tokio::sync::mpsc::UnboundedReceiver<Arc<str>>) {
         while let Some(name) = vacated.recv().await {
             let me = self.clone();
+            let at = Instant::now();
+            lock(&self.vacated_at).insert(name.to_string(), at);
             tokio::spawn(async move {
                 tokio::time::sleep(me.unsubscribe_delay).await;
                 let mut t = me.topics.lock().await;
+                {
+                    let mut v = lock(&me.vacated_at);
+                    if v.get(&*name) != Some(&at) {
+                        return; // a later leave's timer decides
+                    }
+                    v.remove(&*name);
+                }
                 if me.hub.has_subscribers(&name) || !t.wanted.remove(&*name) {
                     return;
                 }

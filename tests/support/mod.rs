@@ -1210,3 +1210,28 @@ impl RedisCluster {
         sum
     }
 }
+
+/// `n` gateways sharing one random JWT secret, named gw0, gw1, ..., each with `env` (later
+/// entries win). Does not wait for Redis: see [`wait_all_connected`].
+pub async fn start_fleet(n: usize, env: &[(&str, &str)]) -> Vec<Gateway> {
+    let secret = random_hex();
+    let ids: Vec<String> = (0..n).map(|i| format!("gw{i}")).collect();
+    futures_util::future::join_all(ids.iter().map(|id| {
+        let mut all = vec![("JWT_SECRET", secret.as_str()), ("INSTANCE_ID", id.as_str())];
+        all.extend_from_slice(env);
+        async move { Gateway::start(&all).await }
+    }))
+    .await
+}
+
+/// Waits until every gateway reports Redis `connected`.
+pub async fn wait_all_connected(gws: &[Gateway]) {
+    for g in gws {
+        g.wait_redis_state("connected").await;
+    }
+}
+
+/// Every gateway's logs, labelled, for failure messages.
+pub fn fleet_logs(gws: &[Gateway]) -> String {
+    gws.iter().enumerate().map(|(i, g)| format!("--- gw{i} ---\n{}", g.logs())).collect()
+}
