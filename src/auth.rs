@@ -1,8 +1,16 @@
 //! Tokens: JWT → [`Claims`], with a typed [`AuthError`] whose reason is a metric label.
 //!
 //! HS256 with `JWT_SECRET`, or RS256/ES256 with the PEM in `JWT_PUBLIC_KEY_FILE` (the key type
-//! picks the algorithm, so a token signed with another algorithm is refused). `exp` and `sub`
-//! are required, `nbf` is checked when present, `iss`/`aud` when configured.
+//! picks the algorithm, so a token signed with another algorithm is refused), or the keys of the
+//! JWK Set at `JWT_JWKS_URL`, picked by the token's `kid` ([`crate::jwks`]; each key allows only
+//! the algorithms of its type). `exp` and `sub` are required, `nbf` is checked when present,
+//! `iss`/`aud` when configured.
+//!
+//! With a JWKS, a token whose `kid` the cached set lacks asks for a refetch (rate-limited): the
+//! issuer may have rotated its keys. [`Authenticator::verify_async`] waits for that refetch (at
+//! most [`REFETCH_WAIT`]) and tries again, so a new key works on its first use;
+//! [`Authenticator::verify`] cannot wait and refuses that token, and the refetch it started
+//! serves the client's next attempt.
 
 use std::time::Duration;
 
@@ -13,6 +21,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, JwtKey};
+use crate::jwks::Jwks;
+
+/// How long [`Authenticator::verify_async`] waits for a JWKS refetch before refusing a token
+/// whose `kid` is unknown.
+pub const REFETCH_WAIT: Duration = Duration::from_secs(3);
 
 /// The claims wsgate reads. Unknown claims are ignored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,10 +82,13 @@ pub enum AuthError {
     MissingClaim(String),
     /// Valid token without the scope the endpoint needs (403).
     Forbidden,
+    /// JWKS: no key for the token's `kid` (or, without a `kid`, the set has more than one key),
+    /// or no key set loaded yet.
+    NoKey,
 }
 
 impl AuthError {
-    pub const REASONS: [&'static str; 9] = [
+    pub const REASONS: [&'static str; 10] = [
         "missing",
         "malformed",
         "bad_signature",
@@ -82,6 +98,7 @@ impl AuthError {
         "bad_audience",
         "missing_claim",
         "forbidden",
+        "no_key",
     ];
 
     pub fn reason(&self) -> &'static str {
@@ -95,6 +112,7 @@ impl AuthError {
             AuthError::BadAudience => "bad_audience",
             AuthError::MissingClaim(_) => "missing_claim",
             AuthError::Forbidden => "forbidden",
+            AuthError::NoKey => "no_key",
         }
     }
 
@@ -118,16 +136,34 @@ impl AuthError {
             AuthError::BadAudience => "token audience (aud) not accepted".into(),
             AuthError::MissingClaim(c) => format!("token lacks required claim {c:?}"),
             AuthError::Forbidden => "token lacks the \"publish\" scope".into(),
+            AuthError::NoKey => {
+                "no verification key for this token (unknown kid, or the key set is not loaded yet)".into()
+            }
         }
     }
 }
 
-/// Verifies tokens with the configured key.
+/// Verifies tokens with the configured key, or the keys of the JWKS.
 pub struct Authenticator {
-    key: DecodingKey,
-    validation: Validation,
+    keys: Keys,
     /// Only in dev mode, or with a secret: lets `wsgate token` and dev start-up mint tokens.
     signing: Option<EncodingKey>,
+}
+
+enum Keys {
+    /// One key for every token.
+    Fixed { key: DecodingKey, validation: Box<Validation> },
+    /// The JWKS keys, picked by `kid`; each carries its own validation.
+    Jwks(Jwks),
+}
+
+/// One verification attempt: done, or stopped for want of a key.
+enum Attempt {
+    Done(Result<Claims, AuthError>),
+    /// `refetch`: a refetch might bring the key (an unknown `kid`, or no set loaded yet).
+    NoKey {
+        refetch: bool,
+    },
 }
 
 /// Checks that a PEM holds an RSA or EC public key jsonwebtoken can use.
@@ -145,69 +181,137 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
     Err("not a PEM-encoded RSA or EC (P-256) public key".into())
 }
 
+/// The claim rules of the configuration, for tokens signed with `alg`.
+fn validation(cfg: &Config, alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    // A configured issuer or audience must be present, not merely right when present.
+    let mut required = vec!["exp", "sub"];
+    if cfg.jwt_issuer.is_some() {
+        required.push("iss");
+    }
+    if cfg.jwt_audience.is_some() {
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation.leeway = cfg.jwt_leeway.as_secs();
+    validation.validate_nbf = true;
+    match &cfg.jwt_audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        // Without a configured audience, a token's `aud` is not ours to judge.
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &cfg.jwt_issuer {
+        validation.set_issuer(&[iss]);
+    }
+    validation
+}
+
+fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Claims, AuthError> {
+    let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
+        ErrorKind::InvalidIssuer => AuthError::BadIssuer,
+        ErrorKind::InvalidAudience => AuthError::BadAudience,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+        _ => AuthError::Malformed,
+    })?;
+    if data.claims.sub.is_empty() {
+        return Err(AuthError::MissingClaim("sub".into()));
+    }
+    Ok(data.claims)
+}
+
 impl Authenticator {
+    /// With `JWT_JWKS_URL`, starts the key set's fetch task: must run inside a Tokio runtime.
     pub fn new(cfg: &Config) -> Result<Self, String> {
-        let (key, alg, signing) = match &cfg.jwt_key {
-            JwtKey::Secret(s) | JwtKey::Dev(s) => {
-                (DecodingKey::from_secret(s), Algorithm::HS256, Some(EncodingKey::from_secret(s)))
-            }
+        let (keys, signing) = match &cfg.jwt_key {
+            JwtKey::Secret(s) | JwtKey::Dev(s) => (
+                Keys::Fixed {
+                    key: DecodingKey::from_secret(s),
+                    validation: Box::new(validation(cfg, Algorithm::HS256)),
+                },
+                Some(EncodingKey::from_secret(s)),
+            ),
             JwtKey::PublicKeyPem(pem) => {
-                let (k, alg) = public_key(pem)?;
-                (k, alg, None)
+                let (key, alg) = public_key(pem)?;
+                (Keys::Fixed { key, validation: Box::new(validation(cfg, alg)) }, None)
+            }
+            JwtKey::Jwks => {
+                let settings = cfg.jwks.as_ref().ok_or("JWT_JWKS_URL is not set")?;
+                // Each key replaces the algorithms with its own.
+                (Keys::Jwks(Jwks::start(settings, validation(cfg, Algorithm::RS256))?), None)
             }
         };
-        let mut validation = Validation::new(alg);
-        // A configured issuer or audience must be present, not merely right when present.
-        let mut required = vec!["exp", "sub"];
-        if cfg.jwt_issuer.is_some() {
-            required.push("iss");
-        }
-        if cfg.jwt_audience.is_some() {
-            required.push("aud");
-        }
-        validation.set_required_spec_claims(&required);
-        validation.leeway = cfg.jwt_leeway.as_secs();
-        validation.validate_nbf = true;
-        match &cfg.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            // Without a configured audience, a token's `aud` is not ours to judge.
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &cfg.jwt_issuer {
-            validation.set_issuer(&[iss]);
-        }
-        Ok(Authenticator { key, validation, signing })
+        Ok(Authenticator { keys, signing })
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    fn attempt(&self, token: &str) -> Attempt {
         if token.is_empty() {
-            return Err(AuthError::Missing);
+            return Attempt::Done(Err(AuthError::Missing));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-            ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::BadSignature,
-            ErrorKind::InvalidIssuer => AuthError::BadIssuer,
-            ErrorKind::InvalidAudience => AuthError::BadAudience,
-            ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
-            _ => AuthError::Malformed,
-        })?;
-        if data.claims.sub.is_empty() {
-            return Err(AuthError::MissingClaim("sub".into()));
+        match &self.keys {
+            Keys::Fixed { key, validation } => Attempt::Done(decode(token, key, validation)),
+            Keys::Jwks(jwks) => {
+                let Ok(header) = jsonwebtoken::decode_header(token) else {
+                    return Attempt::Done(Err(AuthError::Malformed));
+                };
+                match jwks.find(header.kid.as_deref()) {
+                    Some(k) => Attempt::Done(decode(token, &k.key, &k.validation)),
+                    // A token without kid facing several keys: no refetch changes that.
+                    None => Attempt::NoKey { refetch: header.kid.is_some() || jwks.is_empty() },
+                }
+            }
         }
-        Ok(data.claims)
+    }
+
+    /// Verifies with the keys at hand. With a JWKS, a token whose key is missing is refused
+    /// ([`AuthError::NoKey`]) and starts a refetch (rate-limited) for the next attempt; use
+    /// [`Authenticator::verify_async`] to wait for it instead.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.attempt(token) {
+            Attempt::Done(r) => r,
+            Attempt::NoKey { refetch } => {
+                if let (true, Keys::Jwks(jwks)) = (refetch, &self.keys) {
+                    jwks.request_refetch();
+                }
+                Err(AuthError::NoKey)
+            }
+        }
+    }
+
+    /// Like [`Authenticator::verify`], but a token whose key is missing from the JWKS waits
+    /// (at most [`REFETCH_WAIT`]) for a refetch and is verified again, so a rotated key works
+    /// on its first use. When a refetch was granted less than `JWKS_MIN_REFETCH_SECS` ago, and
+    /// none is pending, the token is refused at once.
+    pub async fn verify_async(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.attempt(token) {
+            Attempt::Done(r) => r,
+            Attempt::NoKey { refetch: true } => {
+                let Keys::Jwks(jwks) = &self.keys else { return Err(AuthError::NoKey) };
+                let Some(ticket) = jwks.request_refetch() else { return Err(AuthError::NoKey) };
+                jwks.wait_for(ticket, REFETCH_WAIT).await;
+                match self.attempt(token) {
+                    Attempt::Done(r) => r,
+                    Attempt::NoKey { .. } => Err(AuthError::NoKey),
+                }
+            }
+            Attempt::NoKey { refetch: false } => Err(AuthError::NoKey),
+        }
     }
 
     /// Verifies a service token and requires the `publish` scope.
     pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
-        let c = self.verify(token)?;
-        if !c.scope.contains("publish") {
-            return Err(AuthError::Forbidden);
-        }
-        Ok(c)
+        publisher(self.verify(token)?)
     }
 
-    /// Mints a token with the configured secret (not possible with a public key).
+    /// [`Authenticator::verify_publisher`] that waits for a JWKS refetch like
+    /// [`Authenticator::verify_async`].
+    pub async fn verify_publisher_async(&self, token: &str) -> Result<Claims, AuthError> {
+        publisher(self.verify_async(token).await?)
+    }
+
+    /// Mints a token with the configured secret (not possible with a public key or a JWKS).
     pub fn mint(&self, sub: &str, scope: Option<&str>, ttl: Duration) -> Option<String> {
         let key = self.signing.as_ref()?;
         let claims = Claims {
@@ -218,6 +322,13 @@ impl Authenticator {
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key).ok()
     }
+}
+
+fn publisher(c: Claims) -> Result<Claims, AuthError> {
+    if !c.scope.contains("publish") {
+        return Err(AuthError::Forbidden);
+    }
+    Ok(c)
 }
 
 /// The token of a request: `Authorization: Bearer <t>` first, then the `token` query parameter

@@ -48,8 +48,8 @@ pub struct Args {
     #[arg(long, env = "REDIS_KEY_PREFIX", value_name = "REDIS_KEY_PREFIX", default_value = "websocket:")]
     pub redis_key_prefix: String,
 
-    /// HS256 secret for user and service tokens. Without it and without JWT_PUBLIC_KEY_FILE the
-    /// gateway runs in dev mode with a random key.
+    /// HS256 secret for user and service tokens. Without it, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL
+    /// the gateway runs in dev mode with a random key.
     #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
@@ -239,6 +239,8 @@ pub enum JwtKey {
     Secret(Vec<u8>),
     /// RS256 or ES256 public key, PEM-encoded.
     PublicKeyPem(Vec<u8>),
+    /// Keys fetched from `JWT_JWKS_URL` ([`Config::jwks`]) and picked by `kid`.
+    Jwks,
     /// No key configured: a random HS256 secret for this process only.
     Dev(Vec<u8>),
 }
@@ -249,6 +251,7 @@ impl std::fmt::Debug for JwtKey {
         match self {
             JwtKey::Secret(_) => f.write_str("Secret(<redacted>)"),
             JwtKey::PublicKeyPem(_) => f.write_str("PublicKeyPem(..)"),
+            JwtKey::Jwks => f.write_str("Jwks"),
             JwtKey::Dev(_) => f.write_str("Dev(<random>)"),
         }
     }
@@ -393,9 +396,17 @@ fn at_least<T: PartialOrd + std::fmt::Display>(setting: &'static str, v: T, min:
 impl Config {
     /// Validates parsed arguments. Reads `JWT_PUBLIC_KEY_FILE` if set.
     pub fn from_args(a: Args) -> Result<Config, ConfigError> {
+        let jwks_url = a.jwt_jwks_url.as_deref().is_some_and(|u| !u.trim().is_empty());
         let jwt_key = match (&a.jwt_secret, &a.jwt_public_key_file) {
             (Some(_), Some(_)) => {
                 return Err(bad("JWT_SECRET", "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both"));
+            }
+            (Some(_), None) | (None, Some(_)) if jwks_url => {
+                let other = if a.jwt_secret.is_some() { "JWT_SECRET" } else { "JWT_PUBLIC_KEY_FILE" };
+                return Err(bad(
+                    "JWT_JWKS_URL",
+                    format!("set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL (both {other} and JWT_JWKS_URL are set)"),
+                ));
             }
             (Some(s), None) if s.is_empty() => return Err(bad("JWT_SECRET", "must not be empty")),
             (Some(s), None) => JwtKey::Secret(s.as_bytes().to_vec()),
@@ -405,6 +416,8 @@ impl Config {
                 crate::auth::check_public_key(&pem).map_err(|e| bad("JWT_PUBLIC_KEY_FILE", e))?;
                 JwtKey::PublicKeyPem(pem)
             }
+            // Validated with the rest of the JWKS settings below.
+            (None, None) if jwks_url => JwtKey::Jwks,
             (None, None) => {
                 let secret: [u8; 32] = rand::random();
                 JwtKey::Dev(secret.to_vec())
@@ -609,6 +622,22 @@ mod tests {
         assert!(e.contains("REDIS_URL"), "{e}");
         let e = parse(&["--jwt-public-key-file", "/nonexistent/key.pem"]).unwrap_err();
         assert!(e.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+    }
+
+    #[test]
+    fn a_jwks_url_is_the_key_source_and_excludes_the_others() {
+        let c = parse(&["--jwt-jwks-url", "https://idp.example/jwks.json"]).unwrap();
+        assert!(!c.dev_mode());
+        assert!(matches!(c.jwt_key, JwtKey::Jwks));
+        let s = c.jwks.unwrap();
+        assert_eq!((s.refresh, s.min_refetch), (Duration::from_secs(300), Duration::from_secs(10)));
+        let e = parse(&["--jwt-jwks-url", "https://idp.example/jwks.json", "--jwt-secret", "x"]).unwrap_err();
+        assert!(e.contains("JWT_JWKS_URL") && e.contains("JWT_SECRET"), "{e}");
+        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rs256-public.pem");
+        let e = parse(&["--jwt-jwks-url", "https://idp.example/jwks.json", "--jwt-public-key-file", pem]).unwrap_err();
+        assert!(e.contains("JWT_JWKS_URL") && e.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+        let e = parse(&["--jwt-jwks-url", "ftp://idp.example/jwks.json"]).unwrap_err();
+        assert!(e.contains("JWT_JWKS_URL"), "{e}");
     }
 
     #[test]

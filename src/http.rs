@@ -114,7 +114,7 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, peer: IpAddr) -> Respo
         return r;
     }
     match path {
-        "/ws/tasks" | "/ws" => upgrade(req, &st, peer),
+        "/ws/tasks" | "/ws" => upgrade(req, &st, peer).await,
         "/api/events" => publish(req, &st).await,
         "/ws/stats" => json_response(StatusCode::OK, &stats::ws_stats(&st).await),
         "/live" => json_response(StatusCode::OK, &json!({"status": "ok"})),
@@ -152,7 +152,7 @@ fn presence_channel(path: &str) -> Option<&str> {
 async fn presence(req: Request<Incoming>, name: String, st: &Arc<AppState>) -> Response<Body> {
     let (parts, _) = req.into_parts();
     let token = token_from_parts(&parts, false).unwrap_or_default();
-    if let Err(e) = st.auth.verify_publisher(&token) {
+    if let Err(e) = st.auth.verify_publisher_async(&token).await {
         return auth_error(st, &e);
     }
     if !crate::channel::valid_name(&name) {
@@ -185,7 +185,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// `GET /ws/tasks`: checks, then answers 101 and hands the socket to a session task.
-fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAddr) -> Response<Body> {
+async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAddr) -> Response<Body> {
     if st.draining.load(Ordering::Acquire) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "instance is shutting down; reconnect to another");
     }
@@ -204,7 +204,7 @@ fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAddr) ->
     }
     let (parts, body) = req.into_parts();
     let token = token_from_parts(&parts, true).unwrap_or_default();
-    let claims = match st.auth.verify(&token) {
+    let claims = match st.auth.verify_async(&token).await {
         Ok(c) => c,
         Err(e) => return auth_error(st, &e),
     };
@@ -318,7 +318,7 @@ async fn publish(req: Request<Incoming>, st: &Arc<AppState>) -> Response<Body> {
 async fn publish_inner(req: Request<Incoming>, st: &Arc<AppState>, accepted_at: Instant) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let token = token_from_parts(&parts, false).unwrap_or_default();
-    let claims = match st.auth.verify_publisher(&token) {
+    let claims = match st.auth.verify_publisher_async(&token).await {
         Ok(c) => c,
         Err(e) => return auth_error(st, &e),
     };

@@ -9,6 +9,7 @@
 //! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
 //! - [`http`]: hyper accept loop, routing, the publish endpoint, the WebSocket upgrade; JSON errors.
 //! - [`auth`]: JWT → `Claims`; typed `AuthError` whose reason is a metric label.
+//! - [`jwks`]: `JWT_JWKS_URL`: the key set, fetched, cached, refreshed, picked by `kid`.
 //! - [`channel`]: channel names, who may join them (the token's `channels` claim), refusals.
 //! - [`event`]: `Event`, its audience, the publish body parser, the frame encoding.
 //! - [`idempotency`]: `Idempotency-Key` validation, body fingerprint, the local key store.
@@ -36,6 +37,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod idempotency;
+pub mod jwks;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
