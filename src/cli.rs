@@ -101,7 +101,9 @@ pub async fn run(cmd: Command, cfg: &Config) -> Result<(), String> {
             if cfg.dev_mode() {
                 return Err("no key configured: set JWT_SECRET".into());
             }
-            let t = auth.mint(&sub, scope.as_deref(), ttl).ok_or("JWT_PUBLIC_KEY_FILE cannot sign: set JWT_SECRET")?;
+            let t = auth
+                .mint(&sub, scope.as_deref(), ttl)
+                .ok_or("tokens can only be minted with JWT_SECRET (a public key or a JWKS cannot sign)")?;
             println!("{t}");
         }
         Command::Publish { target, kind, data, users } => {
