@@ -335,16 +335,7 @@ async fn resume_on_another_instance_replays_missed_channel_events_in_id_order() 
 
     let mut c = connect_channels_since(&gws[1], &alice, "x", &last).await;
     assert_eq!(c.recovered(), Some(&json!(true)), "{}", c.connected);
-    let mut subscribed = Vec::new();
-    let mut replay = Vec::new();
-    while replay.len() < 4 || subscribed.is_empty() {
-        let v = c.next_json(STEP).await;
-        match v["type"].as_str() {
-            Some("subscribed") => subscribed.push(v),
-            Some("e") => replay.push(v),
-            _ => panic!("unexpected frame {v}; so far replay {replay:?}; logs:\n{}", fleet_logs(&gws)),
-        }
-    }
+    let (subscribed, replay) = c.read_resume("e", 4).await;
     assert_eq!(subscribed, [json!({"type": "subscribed", "channel": "x"})]);
     let got: Vec<(Value, Value, Value)> =
         replay.iter().map(|v| (v["id"].clone(), v["data"]["seq"].clone(), v["channel"].clone())).collect();
@@ -383,16 +374,8 @@ async fn resume_from_a_channel_event_when_only_channel_events_were_missed() {
 
     let mut c = connect_channels_since(&gws[1], &alice, "x", &last).await;
     assert_eq!(c.recovered(), Some(&json!(true)), "since={last}: {}", c.connected);
-    let mut replay = Vec::new();
-    let mut subscribed = 0;
-    while replay.len() < 2 || subscribed == 0 {
-        let v = c.next_json(STEP).await;
-        match v["type"].as_str() {
-            Some("subscribed") => subscribed += 1,
-            Some("e") => replay.push(v["id"].clone()),
-            _ => panic!("unexpected frame {v}"),
-        }
-    }
+    let (_, events) = c.read_resume("e", 2).await;
+    let replay: Vec<Value> = events.iter().map(|v| v["id"].clone()).collect();
     assert_eq!(replay, [json!(missed[0]), json!(missed[1])]);
     c.expect_quiet(QUIET).await;
 }

@@ -1211,6 +1211,24 @@ impl RedisCluster {
     }
 }
 
+impl WsClient {
+    /// After a resume with `channels=`: reads until `n` events of type `kind` and at least one
+    /// `subscribed` answer are in (the answers may come before or after the replayed events);
+    /// returns (answers, events). Any other frame fails the test.
+    pub async fn read_resume(&mut self, kind: &str, n: usize) -> (Vec<Value>, Vec<Value>) {
+        let (mut answers, mut events) = (Vec::new(), Vec::new());
+        while events.len() < n || answers.is_empty() {
+            let v = self.next_json(STEP).await;
+            match v["type"].as_str() {
+                Some("subscribed") => answers.push(v),
+                Some(k) if k == kind => events.push(v),
+                _ => panic!("unexpected frame {v}; so far events {events:?}, answers {answers:?}"),
+            }
+        }
+        (answers, events)
+    }
+}
+
 /// `n` gateways sharing one random JWT secret, named gw0, gw1, ..., each with `env` (later
 /// entries win). Does not wait for Redis: see [`wait_all_connected`].
 pub async fn start_fleet(n: usize, env: &[(&str, &str)]) -> Vec<Gateway> {
