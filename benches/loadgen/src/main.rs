@@ -3,6 +3,9 @@
 //! idle : wsgate-loadgen --mode idle  --addr 127.0.0.1:8000 --conns 10000 --secret S [--hello] [--hold 300]
 //! bench: wsgate-loadgen --mode bench --addr 127.0.0.1:8000 --conns 10000 --broadcasts 110
 //!                       --warmup 10 --window 1 [--rate 0] [--server-pid PID] --secret S
+//! channels: wsgate-loadgen --mode channels --addr A --sub-addrs A,B,C --conns 6000 --channels 1000
+//!                       --broadcasts 4000 --rate 200 [--server-pids P,Q,R --redis-pid R] --secret S
+//!           (channel routing over a fleet; see channels.rs)
 //!
 //! Subscribers open `ws://ADDR/ws/tasks?token=<JWT>` from source addresses 127.0.0.x
 //! (IP_BIND_ADDRESS_NO_PORT) and count as ready once the `connected` frame has arrived. The
@@ -14,6 +17,7 @@
 //! floor-client's keys plus errors, dupes, out_of_order, other_frames, closed, pub_p50_us,
 //! pub_p99_us and procs.
 
+mod channels;
 mod hist;
 mod http;
 mod payload;
@@ -50,9 +54,20 @@ enum Mode {
     Idle,
     /// Open the connections, publish --broadcasts events, print RESULT.
     Bench,
+    /// Subscribers join channels (Zipf-like, uneven over the fleet); events go to one channel
+    /// each; prints DIST, READY and RESULT (see channels.rs).
+    Channels,
     /// Internal: a child process holding a share of the connections.
     #[value(hide = true)]
     Worker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Pick {
+    /// Every channel equally likely.
+    Uniform,
+    /// Proportional to the channel's subscribers (the same distribution as the joins).
+    Zipf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -138,6 +153,33 @@ struct Cli {
     /// (HTTP/1.1 pipelining); 1 = strictly one request at a time.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
+    /// Channels mode: number of channels (`c0` … `c<N-1>`, c0 the most popular).
+    #[arg(long, default_value_t = 1000)]
+    channels: usize,
+    /// Channels mode: channels joined per connection, on average.
+    #[arg(long, default_value_t = 2)]
+    chans_per_conn: usize,
+    /// Channels mode: channel of rank k gets about C / k^ZIPF subscribers.
+    #[arg(long, default_value_t = 0.8)]
+    zipf: f64,
+    /// Channels mode: probability that a channel's next subscriber is on its home instance.
+    #[arg(long, default_value_t = 0.9)]
+    locality: f64,
+    /// Channels mode: seed of the assignment and of the event picks.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Channels mode: how each event's channel is picked.
+    #[arg(long, value_enum, default_value = "uniform")]
+    pick: Pick,
+    /// Channels mode: gateway PIDs, in --sub-addrs order, for their CPU over the publish window.
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// Channels mode: redis-server PID, for its CPU over the publish window.
+    #[arg(long, default_value_t = 0)]
+    redis_pid: u32,
+    /// Channels mode: ms to wait after the last expected delivery for strays and duplicates.
+    #[arg(long, default_value_t = 500)]
+    grace_ms: u64,
     /// Internal (worker): global index of this process's first connection.
     #[arg(long, default_value_t = 0, hide = true)]
     conn_offset: usize,
@@ -157,6 +199,9 @@ impl Cli {
     fn warmup(&self) -> usize {
         self.warmup.min(self.broadcasts.saturating_sub(1))
     }
+    fn pick_zipf(&self) -> bool {
+        self.pick == Pick::Zipf
+    }
 }
 
 fn main() {
@@ -175,6 +220,7 @@ fn main() {
     let code = rt.block_on(async move {
         match cli.mode {
             Mode::Worker => worker(cli).await,
+            Mode::Channels => channels::run(cli).await,
             Mode::Idle | Mode::Bench => parent(cli).await,
         }
     });
