@@ -143,7 +143,7 @@ test("a dropped connection: the page reconnects and says whether it resumed", { 
   const closeFirst = cut();
   const early = await gwB.publish({ type: "missed", data: 1 });
   closeFirst();
-  await resume.filter({ hasText: /^resumed \(1 missed events\)$/ }).waitFor({ timeout: 10000 });
+  await resume.filter({ hasText: /^resumed \(1 missed event\)$/ }).waitFor({ timeout: 10000 });
   await page.locator(`#events li[data-id="${early}"]`).waitFor({ timeout: 10000 });
   assert.equal(await state.textContent(), "open");
   assert.equal(links.length, 2);
