@@ -1074,7 +1074,6 @@ impl RedisBroker {
             ob.bytes += bytes;
             self.metrics.redis_outbox_events.set(ob.queue.len() as i64);
         }
-        self.metrics.redis_publish_failures.inc();
         let id = event.id.clone();
         if let Some(k) = &opts.idempotency {
             lock(&self.keys).remember(k, &id);
@@ -1202,8 +1201,12 @@ impl Broker for RedisBroker {
                 }
             }
             // Straight to Redis only when nothing is held: held events go first.
-            let direct = self.connected() && lock(&self.outbox).queue.is_empty();
-            if !direct {
+            let connected = self.connected();
+            if !connected || !lock(&self.outbox).queue.is_empty() {
+                // Queued behind held events while connected is not a failure; Redis away is.
+                if !connected {
+                    self.metrics.redis_publish_failures.inc();
+                }
                 return self.hold(event, &opts, false).await;
             }
             let route = self.route(&event.audience);
@@ -1217,6 +1220,7 @@ impl Broker for RedisBroker {
                 Ok(Appended::Conflict) => return Err(PublishError::KeyReused),
                 Err(e) if is_transient(&e) => {
                     tracing::debug!(error = %e, "Redis publish failed; holding the event");
+                    self.metrics.redis_publish_failures.inc();
                     return self.hold(event, &opts, true).await;
                 }
                 Err(e) => {
