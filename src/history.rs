@@ -11,7 +11,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -182,14 +181,12 @@ impl MemoryHistory {
     pub fn is_empty(&self) -> bool {
         self.ring.is_empty()
     }
-
-    pub fn max_age(&self) -> Duration {
-        self.limits.max_age
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn limits(max_events: usize) -> HistoryLimits {

@@ -62,15 +62,6 @@ struct Registry {
     subscriptions: usize,
 }
 
-/// The answer to a subscription.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Joined {
-    /// Newly joined; `first` when no other local connection was in the channel.
-    New { first: bool },
-    /// The connection was in the channel already.
-    Already,
-}
-
 pub struct Hub {
     // std RwLock: deliveries take the read lock and never await while holding it, so a
     // broadcast to 10k sockets holds it for ~1 ms; (un)registering takes the write lock briefly.
@@ -229,32 +220,31 @@ impl Hub {
         *self.vacated.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
     }
 
-    /// Adds connection `id` of `user` to `channel`, unless it is in `max` channels already.
+    /// Adds connection `id` of `user` to `channel` (nothing to do if it is in it already),
+    /// unless it is in `max` channels already.
     /// The caller has checked the name and the user's right to it ([`crate::channel::check`]).
-    pub fn subscribe(&self, id: u64, user: &Arc<str>, channel: &str, max: usize) -> Result<Joined, Refusal> {
+    pub fn subscribe(&self, id: u64, user: &Arc<str>, channel: &str, max: usize) -> Result<(), Refusal> {
         let mut reg = self.write();
         let joined = reg.joined.get(&id).map_or(&[][..], Vec::as_slice);
         if joined.iter().any(|c| &**c == channel) {
-            return Ok(Joined::Already);
+            return Ok(());
         }
         if joined.len() >= max {
             return Err(Refusal::TooManyChannels);
         }
         if !reg.conns.contains_key(&id) {
             // Unregistered meanwhile: nothing to join (the session is ending).
-            return Ok(Joined::Already);
+            return Ok(());
         }
         let name: Arc<str> = match reg.channels.get_key_value(channel) {
             Some((k, _)) => k.clone(),
             None => Arc::from(channel),
         };
-        let members = reg.channels.entry(name.clone()).or_default();
-        let first = members.is_empty();
-        members.push((id, user.clone()));
+        reg.channels.entry(name.clone()).or_default().push((id, user.clone()));
         reg.joined.entry(id).or_default().push(name);
         reg.subscriptions += 1;
         self.publish_counts(&reg);
-        Ok(Joined::New { first })
+        Ok(())
     }
 
     /// Removes connection `id` from `channel`; false if it was not in it.
