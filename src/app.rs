@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::redis::RedisBroker;
-use crate::broker::Broker;
+use crate::broker::{Broker, Fleet};
 use crate::config::Config;
 use crate::disconnect::Disconnect;
 use crate::event::IdGenerator;
@@ -33,6 +33,8 @@ pub struct AppState {
     pub cfg: Config,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
+    /// Presence and fleet totals (the same object as `broker`, seen from the other side).
+    pub fleet: Arc<dyn Fleet>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub ids: IdGenerator,
@@ -68,20 +70,25 @@ impl AppState {
         let limits = Limits { max_messages: cfg.outbox_max_messages, max_bytes: cfg.outbox_max_bytes };
         let hub = Hub::new(limits, metrics.clone(), &cfg.instance_id);
         hub.spawn_dispatcher();
-        let broker: Arc<dyn Broker> = match cfg.redis_url {
+        let (broker, fleet): (Arc<dyn Broker>, Arc<dyn Fleet>) = match cfg.redis_url {
             Some(_) => {
                 let _on_control = control_rt.map(|h| h.enter());
-                RedisBroker::start(&cfg, hub.clone(), metrics.clone())?
+                let b = RedisBroker::start(&cfg, &hub, metrics.clone())?;
+                (b.clone(), b)
             }
-            None => Arc::new(MemoryBroker::new(hub.clone(), cfg.history, cfg.idempotency_window)),
+            None => {
+                let b = Arc::new(MemoryBroker::new(hub.clone(), cfg.history, cfg.idempotency_window));
+                (b.clone(), b)
+            }
         };
-        Self::with_broker(cfg, hub, broker, metrics)
+        Self::with_broker(cfg, hub, broker, fleet, metrics)
     }
 
     pub fn with_broker(
         cfg: Config,
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
+        fleet: Arc<dyn Fleet>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<AppState>, String> {
         let auth = Authenticator::new(&cfg)?;
@@ -103,6 +110,7 @@ impl AppState {
             cfg,
             hub,
             broker,
+            fleet,
             auth,
             metrics,
             ids: IdGenerator::new(),
@@ -193,24 +201,31 @@ pub async fn run_with(
         }
     };
     let server = http_rt.spawn(serve);
-    let janitor = tokio::spawn(janitor(st.clone()));
+    let stop_janitor = CancellationToken::new();
+    let janitor = tokio::spawn(janitor(st.clone(), stop_janitor.clone()));
     tracing::info!("listening on http://{addr}");
 
     shutdown.await;
     drain(&st).await;
-    janitor.abort();
+    // The HTTP server next: in-flight requests finish (a publish accepted now still reaches
+    // the broker, which is running), new ones are not taken.
     stop_http.cancel();
     let _ = server.await;
+    // Then the broker, last: nothing can publish any more.
+    st.broker.shutdown().await;
+    stop_janitor.cancel();
+    let _ = janitor.await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The shutdown sequence, in this order:
+/// The first half of the shutdown sequence, in this order:
 /// 1. refuse new upgrades and report not-ready, so load balancers stop sending clients here;
 /// 2. close every socket with 1001 (through the hub, so sessions registering concurrently
 ///    are closed too);
-/// 3. wait, up to `DRAIN_TIMEOUT_MS`, for the sessions' closing handshakes;
-/// 4. stop the broker (its heartbeat key goes), then the HTTP server.
+/// 3. wait, up to `DRAIN_TIMEOUT_MS`, for the sessions' closing handshakes.
+///
+/// Then [`run_with`] stops the HTTP server and, last, the broker (its heartbeat key goes).
 async fn drain(st: &AppState) {
     st.draining.store(true, Ordering::Release);
     let n = st.hub.close_all(Disconnect::Shutdown);
@@ -219,15 +234,17 @@ async fn drain(st: &AppState) {
     if tokio::time::timeout(st.cfg.drain_timeout, st.sessions.wait()).await.is_err() {
         tracing::warn!(left = st.hub.connection_count(), "drain timeout reached; dropping remaining sockets");
     }
-    st.broker.shutdown().await;
 }
 
 /// Periodic housekeeping: forget idle rate-limit buckets so the limiter's memory follows the
 /// number of active publishers, not every subject ever seen.
-async fn janitor(st: Arc<AppState>) {
+async fn janitor(st: Arc<AppState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
         if let Some(l) = &st.limiter {
             l.retain_recent();
             l.shrink_to_fit();

@@ -189,6 +189,13 @@ pub struct Args {
     )]
     pub channel_unsubscribe_delay_ms: u64,
 
+    /// Redis mode: how long an instance that has just started waits for Redis before it serves
+    /// in local-only mode, in ms. Meanwhile `/ready` is 503, new connections wait for their
+    /// `connected` frame and publishes wait, so no event slips past a connection that was told
+    /// it is connected (at most 60,000).
+    #[arg(long, env = "REDIS_STARTUP_WAIT_MS", value_name = "REDIS_STARTUP_WAIT_MS", default_value_t = 3000)]
+    pub redis_startup_wait_ms: u64,
+
     /// Most open WebSocket connections on this instance; more upgrades get 503. 0 = no limit.
     #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
@@ -291,6 +298,7 @@ pub struct Config {
     pub idempotency_window: Duration,
     pub max_channels_per_connection: usize,
     pub channel_unsubscribe_delay: Duration,
+    pub redis_startup_wait: Duration,
     pub limits: ConnectionLimits,
     pub trusted_proxies: Vec<IpNet>,
     pub jwks: Option<JwksSettings>,
@@ -536,6 +544,11 @@ impl Config {
                 }),
             },
             channel_unsubscribe_delay: Duration::from_millis(a.channel_unsubscribe_delay_ms),
+            redis_startup_wait: Duration::from_millis(at_most(
+                "REDIS_STARTUP_WAIT_MS",
+                a.redis_startup_wait_ms,
+                60_000,
+            )?),
             idempotency_window: Duration::from_secs(at_least("IDEMPOTENCY_WINDOW_SECS", a.idempotency_window_secs, 1)?),
         })
     }

@@ -40,6 +40,17 @@ impl Audience {
     }
 }
 
+/// An event ready for fan-out: its frame, encoded once where the event entered history (the
+/// memory ring, the Redis stream), and who it is for. Also used for frames that are not
+/// events (`resync`), which carry no id.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub frame: Utf8Bytes,
+    pub audience: Audience,
+    /// Accept time, ms since the epoch (latency metric for events from other instances).
+    pub ts: u64,
+}
+
 /// One accepted event.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Event {
@@ -70,13 +81,31 @@ struct Frame<'a> {
 impl Event {
     /// Encodes the frame payload. Called once per event per instance.
     pub fn frame(&self) -> Utf8Bytes {
-        let frame =
-            Frame { id: &self.id, kind: &self.kind, channel: self.audience.channel(), data: &self.data, ts: self.ts };
+        Utf8Bytes::from(self.frame_with_id(&self.id))
+    }
+
+    fn frame_with_id(&self, id: &str) -> String {
+        let frame = Frame { id, kind: &self.kind, channel: self.audience.channel(), data: &self.data, ts: self.ts };
         // Serialising borrowed strings and a RawValue cannot fail.
-        let s = serde_json::to_string(&frame).unwrap_or_default();
-        Utf8Bytes::from(s)
+        serde_json::to_string(&frame).unwrap_or_default()
+    }
+
+    /// The frame without its opening `{"id":"<id>",`: the Redis publish script puts the stream
+    /// id in front once Redis has given it, so the frame is still encoded only once.
+    pub fn frame_tail(&self) -> String {
+        let mut s = self.frame_with_id("");
+        s.replace_range(..FRAME_HEAD.len() + 2, "");
+        s
+    }
+
+    /// The event as the hub fans it out.
+    pub fn dispatch(&self) -> Dispatch {
+        Dispatch { frame: self.frame(), audience: self.audience.clone(), ts: self.ts }
     }
 }
+
+/// How every event frame starts, before its id.
+pub const FRAME_HEAD: &str = r#"{"id":""#;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -271,6 +300,7 @@ mod tests {
         assert_eq!(p.audience, Audience::Channel("project:42".into()));
         let ev = Event { id: "1-0".into(), kind: p.kind, data: p.data, ts: 7, audience: p.audience };
         assert_eq!(ev.frame().as_str(), r#"{"id":"1-0","type":"t","channel":"project:42","data":null,"ts":7}"#);
+        assert_eq!(format!("{FRAME_HEAD}1-0\",{}", ev.frame_tail()), ev.frame().as_str());
     }
 
     #[test]

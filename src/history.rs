@@ -68,13 +68,31 @@ pub fn frame_position(frame: &str) -> Option<StreamId> {
     rest[..rest.find('"')?].parse().ok()
 }
 
+/// The stream an event frame belongs to (its `channel`, `None` for events published without
+/// one) and its position; `None` for frames that are not events with a stream position.
+pub fn frame_route(frame: &str) -> Option<(Option<String>, StreamId)> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        channel: Option<std::borrow::Cow<'a, str>>,
+    }
+    let position = frame_position(frame)?;
+    let head: Head = serde_json::from_str(frame).ok()?;
+    debug_assert_eq!(head.id.parse::<StreamId>().ok(), Some(position));
+    Some((head.channel.map(|c| c.into_owned()), position))
+}
+
 /// The answer to a resume request.
 #[derive(Debug)]
 pub enum Replay {
-    /// Everything after `since` is retained: these are the events for this user, in order
-    /// (possibly none), and the position of the last event looked at.
-    Recovered { frames: Vec<Utf8Bytes>, upto: Option<StreamId> },
-    /// `since` is malformed, unknown, older than the retention, or history is off.
+    /// Every event after `since` is known and none could have reached the client already:
+    /// these are the events for this user, in order (possibly none), and for each stream
+    /// replayed (`None`: events without a channel), the position up to which it was read.
+    Recovered { frames: Vec<Utf8Bytes>, upto: Vec<(Option<String>, StreamId)> },
+    /// `since` is malformed, unknown, older than the retention, or history is off; or the
+    /// missed range holds events whose delivery to this client cannot be told.
     NotRecovered,
 }
 
@@ -115,24 +133,25 @@ impl MemoryHistory {
         MemoryHistory { limits, ring: VecDeque::new(), bytes: 0, last: start, floor: start }
     }
 
-    /// Gives `event` the next id and keeps it (when history is on).
-    pub fn append(&mut self, event: &mut Event) -> StreamId {
+    /// Gives `event` the next id and keeps it (when history is on); returns the id and the
+    /// event's frame, the bytes that are kept and fanned out.
+    pub fn append(&mut self, event: &mut Event) -> (StreamId, Utf8Bytes) {
         let id = self.last.next(event.ts);
         self.last = id;
         event.id = id.to_string();
+        let frame = event.frame();
         if self.limits.max_events == 0 {
             self.floor = id;
-            return id;
+            return (id, frame);
         }
-        let frame = event.frame();
         let bytes = frame.len() + std::mem::size_of::<Entry>();
-        self.ring.push_back(Entry { id, ts: event.ts, audience: event.audience.clone(), frame, bytes });
+        self.ring.push_back(Entry { id, ts: event.ts, audience: event.audience.clone(), frame: frame.clone(), bytes });
         self.bytes += bytes;
         while self.ring.len() > self.limits.max_events || self.bytes > self.limits.max_bytes {
             self.pop_front();
         }
         self.trim_age(event.ts);
-        id
+        (id, frame)
     }
 
     fn pop_front(&mut self) {
@@ -166,7 +185,10 @@ impl MemoryHistory {
             .filter(|e| addressed_to(&e.audience, user, channels))
             .map(|e| e.frame.clone())
             .collect();
-        Replay::Recovered { frames, upto: Some(self.last) }
+        // One ring, read at once: every stream is covered up to the last id.
+        let mut upto = vec![(None, self.last)];
+        upto.extend(channels.iter().map(|c| (Some(c.clone()), self.last)));
+        Replay::Recovered { frames, upto }
     }
 
     /// The last id handed out, if history is on (a position to resume from).
@@ -222,8 +244,13 @@ mod tests {
     fn frame_positions() {
         let mut h = MemoryHistory::new(limits(10));
         let mut e = event(Audience::All);
-        let id = h.append(&mut e);
+        let (id, frame) = h.append(&mut e);
+        assert_eq!(frame, e.frame());
         assert_eq!(frame_position(&e.frame()), Some(id));
+        assert_eq!(frame_route(&e.frame()), Some((None, id)));
+        let mut c = event(Audience::Channel("room".into()));
+        let (id, frame) = h.append(&mut c);
+        assert_eq!(frame_route(&frame), Some((Some("room".to_string()), id)));
         assert_eq!(frame_position(r#"{"type":"pong"}"#), None);
         assert_eq!(frame_position(r#"{"id":"01JABCDEF","type":"t"}"#), None);
     }
@@ -231,10 +258,10 @@ mod tests {
     #[test]
     fn replays_what_was_missed_for_that_user() {
         let mut h = MemoryHistory::new(limits(100));
-        let first = h.append(&mut event(Audience::All));
-        let a = h.append(&mut event(Audience::All));
+        let first = h.append(&mut event(Audience::All)).0;
+        let a = h.append(&mut event(Audience::All)).0;
         let _b = h.append(&mut event(Audience::Users(vec!["bob".into()])));
-        let c = h.append(&mut event(Audience::Users(vec!["alice".into(), "carol".into()])));
+        let c = h.append(&mut event(Audience::Users(vec!["alice".into(), "carol".into()]))).0;
         assert_eq!(ids(h.replay(&first.to_string(), "alice", &[], 100)), [a.to_string(), c.to_string()]);
         assert!(ids(h.replay(&c.to_string(), "alice", &[], 100)).is_empty());
         // Malformed, from the future, from before this process: not recoverable.
@@ -248,13 +275,13 @@ mod tests {
     #[test]
     fn trimmed_history_is_not_recoverable() {
         let mut h = MemoryHistory::new(limits(3));
-        let ids_: Vec<StreamId> = (0..5).map(|_| h.append(&mut event(Audience::All))).collect();
+        let ids_: Vec<StreamId> = (0..5).map(|_| h.append(&mut event(Audience::All)).0).collect();
         assert_eq!(h.len(), 3);
         // ids_[1] was the last trimmed: everything after it is still here.
         assert_eq!(ids(h.replay(&ids_[1].to_string(), "u", &[], 10)).len(), 3);
         assert_eq!(ids(h.replay(&ids_[0].to_string(), "u", &[], 10)), ["not recovered"]);
         let mut off = MemoryHistory::new(limits(0));
-        let id = off.append(&mut event(Audience::All));
+        let id = off.append(&mut event(Audience::All)).0;
         assert_eq!(ids(off.replay(&id.to_string(), "u", &[], 10)), ["not recovered"]);
     }
 }

@@ -121,6 +121,9 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, peer: IpAddr) -> Respo
         "/ready" => {
             if st.draining.load(Ordering::Acquire) {
                 json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "draining"}))
+            } else if !st.broker.status().ready {
+                // Redis mode, start-up: not yet following the fleet's events (bounded wait).
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting"}))
             } else {
                 json_response(StatusCode::OK, &json!({"status": "ready"}))
             }
@@ -159,7 +162,7 @@ async fn presence(req: Request<Incoming>, name: String, st: &Arc<AppState>) -> R
         return error(StatusCode::BAD_REQUEST, &crate::channel::Refusal::InvalidChannel.message(0));
     }
     let users: Vec<Value> =
-        st.broker.presence(&name).await.into_iter().map(|(u, n)| json!({"user": u, "connections": n})).collect();
+        st.fleet.presence(&name).await.into_iter().map(|(u, n)| json!({"user": u, "connections": n})).collect();
     json_response(StatusCode::OK, &json!({ "channel": name, "users": users }))
 }
 

@@ -1,9 +1,9 @@
 //! The local registry: connection id → outbox, user → connections; counts; fan-out.
 //!
 //! The hub is the only place that knows who is connected to this instance. Brokers hand it
-//! events with [`Hub::submit`]; one dispatcher task takes them in order, resolves each event's
-//! [`Audience`] against the registry, encodes the frame once and pushes the same bytes into
-//! every matching outbox. Pushing never waits, so delivery cost is bounded by the number of
+//! encoded events through a [`Submitter`]; one dispatcher task takes them in order, resolves
+//! each event's [`Audience`] against the registry and pushes the same frame bytes (encoded
+//! once, where the event entered history) into every matching outbox. Pushing never waits, so delivery cost is bounded by the number of
 //! matching sockets, whatever any one client does.
 //!
 //! Why a dispatcher task instead of fanning out in the publisher's request: a publish is
@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::channel::Refusal;
 use crate::disconnect::Disconnect;
+pub use crate::event::Dispatch;
 use crate::event::{now_ms, Audience, Event};
 use crate::metrics::Metrics;
 use crate::outbox::{Limits, Outbox, Push};
@@ -37,12 +38,31 @@ const DISPATCH_BUDGET_KIB: u32 = 64 * 1024;
 /// is held in one go (a batch of broadcasts to 10k sockets is still about a millisecond).
 const DISPATCH_BATCH: usize = 64;
 
-/// An event waiting for fan-out, with when it was accepted (local publishes only).
-pub struct Pending {
-    pub event: Event,
-    pub accepted_at: Option<Instant>,
+/// A dispatch waiting for the dispatcher, with when it was accepted (local publishes only).
+struct Pending {
+    dispatch: Dispatch,
+    accepted_at: Option<Instant>,
     /// The event's share of the dispatch budget, returned when the batch is delivered.
     _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What a broker holds to hand events to the hub: the dispatch queue's sending side and its
+/// byte budget. Brokers get this, not the hub, so delivery has one way in.
+#[derive(Clone)]
+pub struct Submitter {
+    tx: mpsc::Sender<Pending>,
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+impl Submitter {
+    /// Hands a frame to the dispatcher; resolves once it is queued for fan-out, in order after
+    /// everything submitted before it. Waits while the dispatch queue is full.
+    pub async fn submit(&self, dispatch: Dispatch, accepted_at: Option<Instant>) -> Result<(), HubClosed> {
+        let kib = (dispatch.frame.len() / 1024) as u32 + 1;
+        let budget = self.budget.clone().acquire_many_owned(kib.min(DISPATCH_BUDGET_KIB)).await;
+        let pending = Pending { dispatch, accepted_at, _budget: Some(budget.map_err(|_| HubClosed)?) };
+        self.tx.send(pending).await.map_err(|_| HubClosed)
+    }
 }
 
 /// The hub no longer takes events (its dispatcher is gone).
@@ -75,21 +95,27 @@ pub struct Hub {
     limits: Limits,
     metrics: Arc<Metrics>,
     instance_id: Arc<str>,
-    dispatch_tx: mpsc::Sender<Pending>,
-    dispatch_budget: Arc<tokio::sync::Semaphore>,
+    submitter: Submitter,
     /// Taken by [`Hub::spawn_dispatcher`].
     dispatch_rx: Mutex<Option<mpsc::Receiver<Pending>>>,
-    /// Told the name of each channel whose last local subscriber left (the broker routes).
-    vacated: Mutex<Option<mpsc::UnboundedSender<Arc<str>>>>,
 }
 
 /// A registered connection. Dropping it unregisters the connection, so no exit path of a
-/// session (error, panic, cancellation) can leak a registry entry.
+/// session (error, panic, cancellation) can leak a registry entry; [`Registration::close`]
+/// does the same and says which channels the connection was in.
 pub struct Registration {
     hub: Arc<Hub>,
     pub id: u64,
     pub user: Arc<str>,
     pub outbox: Arc<Outbox>,
+}
+
+impl Registration {
+    /// Unregisters the connection; returns the channels it was in (the session tells the
+    /// broker it left them).
+    pub fn close(self) -> Vec<Arc<str>> {
+        self.hub.unregister(self.id, &self.user)
+    }
 }
 
 impl Drop for Registration {
@@ -124,10 +150,11 @@ impl Hub {
             limits,
             metrics,
             instance_id: instance_id.into(),
-            dispatch_tx,
-            dispatch_budget: Arc::new(tokio::sync::Semaphore::new(DISPATCH_BUDGET_KIB as usize)),
+            submitter: Submitter {
+                tx: dispatch_tx,
+                budget: Arc::new(tokio::sync::Semaphore::new(DISPATCH_BUDGET_KIB as usize)),
+            },
             dispatch_rx: Mutex::new(Some(dispatch_rx)),
-            vacated: Mutex::new(None),
         })
     }
 
@@ -146,13 +173,9 @@ impl Hub {
         });
     }
 
-    /// Hands an event to the dispatcher; resolves once it is queued for fan-out, in order
-    /// after every event submitted before it. Waits while the dispatch queue is full.
-    pub async fn submit(&self, event: Event, accepted_at: Option<Instant>) -> Result<(), HubClosed> {
-        let kib = (event.data.get().len() / 1024) as u32 + 1;
-        let budget = self.dispatch_budget.clone().acquire_many_owned(kib.min(DISPATCH_BUDGET_KIB)).await;
-        let pending = Pending { event, accepted_at, _budget: Some(budget.map_err(|_| HubClosed)?) };
-        self.dispatch_tx.send(pending).await.map_err(|_| HubClosed)
+    /// The handle brokers submit events with.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone()
     }
 
     pub fn instance_id(&self) -> &str {
@@ -189,10 +212,10 @@ impl Hub {
         Registration { hub: self.clone(), id, user, outbox }
     }
 
-    fn unregister(&self, id: u64, user: &Arc<str>) {
+    fn unregister(&self, id: u64, user: &Arc<str>) -> Vec<Arc<str>> {
         let mut reg = self.write();
         if reg.conns.remove(&id).is_none() {
-            return;
+            return Vec::new();
         }
         if let Some(ids) = reg.users.get_mut(user) {
             ids.retain(|&c| c != id);
@@ -200,10 +223,12 @@ impl Hub {
                 reg.users.remove(user);
             }
         }
-        for channel in reg.joined.remove(&id).unwrap_or_default() {
-            self.leave(&mut reg, id, &channel);
+        let joined = reg.joined.remove(&id).unwrap_or_default();
+        for channel in &joined {
+            Self::leave(&mut reg, id, channel);
         }
         self.publish_counts(&reg);
+        joined
     }
 
     fn publish_counts(&self, reg: &Registry) {
@@ -215,26 +240,21 @@ impl Hub {
         self.metrics.channel_subscriptions.set(reg.subscriptions as i64);
     }
 
-    /// Where to report channels whose last local subscriber left (the broker's router).
-    pub fn report_vacated_to(&self, tx: mpsc::UnboundedSender<Arc<str>>) {
-        *self.vacated.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-    }
-
-    /// Adds connection `id` of `user` to `channel` (nothing to do if it is in it already),
-    /// unless it is in `max` channels already.
+    /// Adds connection `id` of `user` to `channel`, unless it is in `max` channels already.
+    /// True when it joined now, false when it was in the channel already (or is unregistered).
     /// The caller has checked the name and the user's right to it ([`crate::channel::check`]).
-    pub fn subscribe(&self, id: u64, user: &Arc<str>, channel: &str, max: usize) -> Result<(), Refusal> {
+    pub fn subscribe(&self, id: u64, user: &Arc<str>, channel: &str, max: usize) -> Result<bool, Refusal> {
         let mut reg = self.write();
         let joined = reg.joined.get(&id).map_or(&[][..], Vec::as_slice);
         if joined.iter().any(|c| &**c == channel) {
-            return Ok(());
+            return Ok(false);
         }
         if joined.len() >= max {
             return Err(Refusal::TooManyChannels);
         }
         if !reg.conns.contains_key(&id) {
             // Unregistered meanwhile: nothing to join (the session is ending).
-            return Ok(());
+            return Ok(false);
         }
         let name: Arc<str> = match reg.channels.get_key_value(channel) {
             Some((k, _)) => k.clone(),
@@ -244,7 +264,7 @@ impl Hub {
         reg.joined.entry(id).or_default().push(name);
         reg.subscriptions += 1;
         self.publish_counts(&reg);
-        Ok(())
+        Ok(true)
     }
 
     /// Removes connection `id` from `channel`; false if it was not in it.
@@ -256,21 +276,18 @@ impl Hub {
         if joined.is_empty() {
             reg.joined.remove(&id);
         }
-        self.leave(&mut reg, id, &name);
+        Self::leave(&mut reg, id, &name);
         self.publish_counts(&reg);
         true
     }
 
-    fn leave(&self, reg: &mut Registry, id: u64, channel: &Arc<str>) {
+    fn leave(reg: &mut Registry, id: u64, channel: &Arc<str>) {
         let Some(members) = reg.channels.get_mut(channel) else { return };
         let before = members.len();
         members.retain(|(c, _)| *c != id);
         reg.subscriptions -= before - members.len();
         if members.is_empty() {
             reg.channels.remove(channel);
-            if let Some(tx) = self.vacated.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                let _ = tx.send(channel.clone());
-            }
         }
     }
 
@@ -284,11 +301,6 @@ impl Hub {
         let mut v: Vec<(String, usize)> = counts.into_iter().map(|(u, n)| (u.to_string(), n)).collect();
         v.sort();
         v
-    }
-
-    /// Whether any local connection is in `channel`.
-    pub fn has_subscribers(&self, channel: &str) -> bool {
-        self.read().channels.contains_key(channel)
     }
 
     /// Every channel with local subscribers.
@@ -318,25 +330,26 @@ impl Hub {
         self.users.load(Ordering::Relaxed)
     }
 
-    /// Delivers one event now, on the caller's thread (tests; brokers use [`Hub::submit`]).
-    pub fn deliver(&self, event: Event, accepted_at: Option<Instant>) -> Delivery {
-        self.deliver_batch(&[Pending { event, accepted_at, _budget: None }])
+    /// Delivers one event now, on the caller's thread (tests; brokers submit).
+    pub fn deliver(&self, event: &Event, accepted_at: Option<Instant>) -> Delivery {
+        self.deliver_batch(&[Pending { dispatch: event.dispatch(), accepted_at, _budget: None }])
     }
 
-    /// Fans out a batch of events in order. Each frame is encoded once; a run of consecutive
-    /// broadcasts is queued on each connection in one push (one lock, one wake-up).
-    pub fn deliver_batch(&self, batch: &[Pending]) -> Delivery {
-        let frames: Vec<Utf8Bytes> = batch.iter().map(|p| p.event.frame()).collect();
+    /// Fans out a batch in order. Frames come encoded; a run of consecutive broadcasts is
+    /// queued on each connection in one push (one lock, one wake-up).
+    fn deliver_batch(&self, batch: &[Pending]) -> Delivery {
+        let frames: Vec<Utf8Bytes> = batch.iter().map(|p| p.dispatch.frame.clone()).collect();
         let mut d = Delivery::default();
         {
             let reg = self.read();
             let mut i = 0;
             while i < batch.len() {
-                let run = match &batch[i].event.audience {
-                    Audience::All => batch[i..].iter().take_while(|p| p.event.audience == Audience::All).count(),
+                let audience = &batch[i].dispatch.audience;
+                let run = match audience {
+                    Audience::All => batch[i..].iter().take_while(|p| p.dispatch.audience == Audience::All).count(),
                     Audience::Users(_) | Audience::Channel(_) => 1,
                 };
-                d.add(Self::fan_out(&reg, &batch[i].event.audience, &frames[i..i + run]));
+                d.add(Self::fan_out(&reg, audience, &frames[i..i + run]));
                 i += run;
             }
         }
@@ -348,10 +361,9 @@ impl Hub {
             let secs = match p.accepted_at {
                 Some(t) => t.elapsed().as_secs_f64(),
                 // Events from other instances: the wall clock is all we share.
-                None => now_ms().saturating_sub(p.event.ts) as f64 / 1000.0,
+                None => now_ms().saturating_sub(p.dispatch.ts) as f64 / 1000.0,
             };
             self.metrics.publish_enqueue.observe(secs);
-            tracing::debug!(event_id = %p.event.id, kind = %p.event.kind, "event delivered");
         }
         d
     }
@@ -432,12 +444,12 @@ mod tests {
         let a2 = h.register("alice");
         let b = h.register("bob");
         assert_eq!((h.connection_count(), h.user_count()), (3, 2));
-        let d = h.deliver(event("x", Audience::Users(vec!["alice".into(), "carol".into()])), None);
+        let d = h.deliver(&event("x", Audience::Users(vec!["alice".into(), "carol".into()])), None);
         assert_eq!(d.queued, 2);
         assert_eq!(drained(&a1), [r#"{"id":"x","type":"t","data":null,"ts":0}"#]);
         assert_eq!(drained(&a2), [r#"{"id":"x","type":"t","data":null,"ts":0}"#]);
         assert!(drained(&b).is_empty());
-        assert_eq!(h.deliver(event("y", Audience::All), None).queued, 3);
+        assert_eq!(h.deliver(&event("y", Audience::All), None).queued, 3);
         drop(a1);
         assert_eq!((h.connection_count(), h.user_count()), (2, 2));
         drop(a2);
@@ -458,14 +470,19 @@ mod tests {
             audience: Audience::All,
         };
         // Without a dispatcher nothing drains: 63 events fit the 64 MiB budget, the 64th waits.
+        let s = h.submitter();
         for i in 0..63 {
-            h.submit(event(i), None).await.unwrap();
+            s.submit(event(i).dispatch(), None).await.unwrap();
         }
-        let blocked = tokio::time::timeout(std::time::Duration::from_millis(100), h.submit(event(63), None)).await;
+        let blocked =
+            tokio::time::timeout(std::time::Duration::from_millis(100), s.submit(event(63).dispatch(), None)).await;
         assert!(blocked.is_err(), "a 64th MiB was accepted");
         // Once the dispatcher delivers, the budget comes back.
         h.spawn_dispatcher();
-        tokio::time::timeout(std::time::Duration::from_secs(10), h.submit(event(63), None)).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.submit(event(63).dispatch(), None))
+            .await
+            .unwrap()
+            .unwrap();
         drop(reg);
     }
 

@@ -48,6 +48,11 @@ pub struct Metrics {
     channel_refusals: Family<Labels, Counter>,
     pub redis_channel_subscriptions: Gauge,
     limit_refusals: Family<Labels, Counter>,
+    /// `resync` frames sent because Redis lost events, by reason (one per affected stream and
+    /// instance, not per connection).
+    resyncs: Family<Labels, Counter>,
+    /// Loss markers this instance appended to a stream.
+    pub redis_loss_markers: Counter,
 }
 
 impl Default for Metrics {
@@ -91,6 +96,8 @@ impl Metrics {
             channel_refusals: Family::default(),
             redis_channel_subscriptions: Gauge::default(),
             limit_refusals: Family::default(),
+            resyncs: Family::default(),
+            redis_loss_markers: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections on this instance", m.connections.clone());
@@ -137,6 +144,16 @@ impl Metrics {
             m.redis_messages_lost.clone(),
         );
         registry.register("resumes", "Connections that asked to resume (since=), by result", m.resumes.clone());
+        registry.register(
+            "resyncs",
+            "Resync notices sent to local connections because Redis lost events they may not have, by reason",
+            m.resyncs.clone(),
+        );
+        registry.register(
+            "redis_loss_markers",
+            "Loss markers appended to a stream by this instance (Redis lost entries it had seen or acknowledged)",
+            m.redis_loss_markers.clone(),
+        );
         registry.register("replayed_events", "Missed events sent to resuming connections", m.replayed_events.clone());
         registry.register(
             "history_gaps",
@@ -212,6 +229,10 @@ impl Metrics {
 
     pub fn limit_refused(&self, reason: &'static str) {
         self.limit_refusals.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    pub fn resync(&self, reason: &'static str) {
+        self.resyncs.get_or_create(&vec![("reason", reason)]).inc();
     }
 
     pub fn resume(&self, recovered: bool) {

@@ -20,7 +20,7 @@ use crate::broker::Broker;
 use crate::channel::{self, Refusal};
 use crate::disconnect::Disconnect;
 use crate::event::now_ms;
-use crate::history::{frame_position, Replay, StreamId};
+use crate::history::{frame_route, Replay, StreamId};
 use crate::hub::{Hub, Registration};
 use crate::limits::MessageBudget;
 use crate::outbox::{Drained, Push};
@@ -82,6 +82,9 @@ const PONG: &str = r#"{"type":"pong"}"#;
 /// Runs a connection to its end.
 pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: Peer, settings: SessionSettings) {
     let started = Instant::now();
+    // Until the broker follows the fleet's events (Redis mode, start-up: a bounded wait), a
+    // connection told `connected` could miss some: it registers after.
+    broker.ready().await;
     // Registered first, replayed second: every event after `since` is then either in the
     // replay or queued in the outbox (or both; the outbox copy is dropped).
     let reg = hub.register(&peer.user);
@@ -111,7 +114,7 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     });
     // Where this connection starts in the stream: a client that gets no event before it drops
     // resumes from here.
-    if let Some(position) = broker.position().await {
+    if let Some(position) = broker.position(&joined).await {
         hello["last_id"] = position.into();
     }
     if let Some(r) = &replay {
@@ -141,8 +144,10 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     //    so stats and heartbeats never show a connection that is already going away;
     // 2. the closing handshake, bounded by `close_timeout`, so a peer that never answers
     //    cannot hold the task (or a shutdown) hostage;
-    // 3. drop the socket.
-    drop(reg);
+    // 3. tell the broker which channels this connection left (it may stop following them,
+    //    after a delay, so this is not urgent);
+    // 4. drop the socket.
+    let left = reg.close();
     hub.metrics().disconnect(reason);
     match reason.close_code() {
         Some(code) => {
@@ -155,6 +160,9 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
         }
         None => {}
     }
+    for channel in left {
+        broker.leave(&channel).await;
+    }
     tracing::info!(
         user = %peer.user,
         conn_id = %conn_id,
@@ -164,14 +172,46 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     );
 }
 
-/// Writes a resume's missed events. Returns the stream position up to which live events in the
-/// outbox are already covered by the replay.
+/// Live events a replay already sent: per stream (`None`: events without a channel), the
+/// position up to which the replay covered it. Frames queued in the outbox meanwhile at or
+/// before it are dropped. It ends once every stream has brought a later event, or after
+/// [`SKIP_FOR`] (by then the relay is long past what the replay read).
+struct Skip {
+    upto: Vec<(Option<String>, StreamId)>,
+    until: Instant,
+}
+
+const SKIP_FOR: Duration = Duration::from_secs(30);
+
+impl Skip {
+    /// Drops the frames of `batch` the replay sent; true when nothing is left to skip.
+    fn apply(&mut self, batch: &mut VecDeque<Utf8Bytes>) -> bool {
+        if Instant::now() >= self.until {
+            return true;
+        }
+        let upto = &mut self.upto;
+        batch.retain(|f| {
+            let Some((stream, position)) = frame_route(f) else { return true };
+            match upto.iter().position(|(s, _)| *s == stream) {
+                Some(i) if position <= upto[i].1 => false,
+                Some(i) => {
+                    upto.swap_remove(i);
+                    true
+                }
+                None => true,
+            }
+        });
+        upto.is_empty()
+    }
+}
+
+/// Writes a resume's missed events. Returns what live events in the outbox the replay covered.
 async fn send_replay(
     ws: &mut Socket,
     replay: Option<Replay>,
     hub: &Hub,
     s: &SessionSettings,
-) -> Result<Option<StreamId>, Disconnect> {
+) -> Result<Option<Skip>, Disconnect> {
     let Some(Replay::Recovered { frames, upto }) = replay else { return Ok(None) };
     hub.metrics().replayed_events.inc_by(frames.len() as u64);
     let mut frames: VecDeque<Utf8Bytes> = frames.into();
@@ -181,7 +221,7 @@ async fn send_replay(
         let mut chunk: VecDeque<Utf8Bytes> = frames.drain(..frames.len().min(256)).collect();
         tokio::time::timeout(s.write_timeout, write_batch(ws, &mut chunk)).await.unwrap_or(Err(Disconnect::Slow))?;
     }
-    Ok(upto)
+    Ok(Some(Skip { upto, until: Instant::now() + SKIP_FOR }))
 }
 
 fn expiry_instant(exp_secs: u64) -> Instant {
@@ -205,9 +245,8 @@ async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
 
 /// The main loop. Returns why the connection ends.
 ///
-/// `skip`: after a replay, live events up to this position were in it; they are dropped until
-/// the first later one arrives.
-async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Option<StreamId>) -> Disconnect {
+/// `skip`: after a replay, the live events it already sent (see [`Skip`]).
+async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Option<Skip>) -> Disconnect {
     let (reg, s) = (conn.reg, conn.s);
     let mut ops = Vec::new();
     let mut budget = MessageBudget::new(s.client_messages_per_sec);
@@ -223,11 +262,8 @@ async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Opt
                 if let Drained::Closed(reason) = reg.outbox.drain(&mut batch) {
                     return reason;
                 }
-                if let Some(upto) = skip {
-                    batch.retain(|f| frame_position(f).map_or(true, |p| p > upto));
-                    if batch.iter().any(|f| frame_position(f).is_some()) {
-                        skip = None;
-                    }
+                if skip.as_mut().is_some_and(|s| s.apply(&mut batch)) {
+                    skip = None;
                 }
                 if batch.is_empty() {
                     continue;
@@ -322,9 +358,11 @@ impl Conn<'_> {
         let joined = channel::check(&reg.user, self.grants, name)
             .and_then(|()| hub.subscribe(reg.id, &reg.user, name, self.s.max_channels));
         match joined {
-            Ok(_) => {
+            Ok(new) => {
                 // Once this resolves the instance receives the channel's events.
-                self.broker.join(name).await;
+                if new {
+                    self.broker.join(name).await;
+                }
                 (channel_frame("subscribed", name), true)
             }
             Err(refusal) => {
@@ -338,7 +376,9 @@ impl Conn<'_> {
         match op {
             ChannelOp::Subscribe(Ok(name)) => self.join(&name).await.0,
             ChannelOp::Unsubscribe(Ok(name)) if channel::valid_name(&name) => {
-                self.hub.unsubscribe(self.reg.id, &name);
+                if self.hub.unsubscribe(self.reg.id, &name) {
+                    self.broker.leave(&name).await;
+                }
                 channel_frame("unsubscribed", &name)
             }
             ChannelOp::Unsubscribe(Ok(name)) => self.refuse(&serde_json::Value::from(name)),

@@ -8,7 +8,7 @@ use crate::app::AppState;
 
 /// `GET /ws/stats`: this instance's counts and the fleet's totals.
 pub async fn ws_stats(st: &AppState) -> Value {
-    let fleet = st.broker.fleet_stats().await;
+    let fleet = st.fleet.fleet_stats().await;
     let status = st.broker.status();
     let mut v = json!({
         "instance_id": st.hub.instance_id(),
@@ -34,7 +34,12 @@ pub fn health(st: &AppState) -> Value {
     json!({
         "status": if draining { "draining" } else { "ok" },
         "mode": status.mode,
-        "redis": { "enabled": status.redis_enabled, "state": status.redis_state },
+        "redis": {
+            "enabled": status.redis_enabled,
+            "state": status.redis_state,
+            "local_only": status.local_only,
+        },
+        "ready": status.ready && !draining,
         "instance_id": st.hub.instance_id(),
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": st.started.elapsed().as_secs(),

@@ -414,9 +414,12 @@ async fn a_subscribe_made_while_redis_is_away_takes_effect_on_reconnect() {
         frames
     })
     .await;
+    // Redis came back empty (no persistence): the connection, open across the loss, is told
+    // to resync once; then the event from gw0, and no second copy of `during`.
     let types: Vec<&Value> = frames.iter().map(|f| &f["type"]).collect();
-    assert_eq!(types, [&json!("from-gw0")], "the event from gw0, and no second copy of `during`: {frames:?}");
-    assert_eq!(frames[0]["channel"], "late:1");
+    assert_eq!(types, [&json!("resync"), &json!("from-gw0")], "{frames:?}");
+    assert_eq!(frames[0]["reason"], "redis_data_lost");
+    assert_eq!(frames[1]["channel"], "late:1");
     c.expect_quiet(QUIET).await;
 }
 

@@ -67,6 +67,21 @@ async fn stream_seqs(redis: &RedisServer) -> Vec<u64> {
         .collect()
 }
 
+/// Appends an event entry of type `kind` (data `1`) to the broadcast stream behind the
+/// gateways' backs, as the publish script would but without publishing it; returns its id.
+async fn inject_entry(redis: &RedisServer, kind: &str) -> String {
+    let time = redis.cli(&["TIME"]).await;
+    let mut parts = time.lines();
+    let secs: u64 = parts.next().unwrap().parse().unwrap();
+    let micros: u64 = parts.next().unwrap().parse().unwrap();
+    // A millisecond ahead of Redis's clock: after every id given so far.
+    let id = format!("{}-0", secs * 1000 + micros / 1000 + 1);
+    let frame = format!(r#"{{"id":"{id}","type":"{kind}","data":1,"ts":0}}"#);
+    let got = redis.cli(&["XADD", STREAM, &id, "f", &frame, "i", "01TEST"]).await;
+    assert_eq!(got, id);
+    id
+}
+
 fn seq_of(v: &Value) -> u64 {
     v["data"]["seq"].as_u64().unwrap_or_else(|| panic!("event without data.seq: {v}"))
 }
@@ -301,7 +316,8 @@ async fn an_idempotent_retry_through_another_instance_gets_the_same_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_answers_503_and_drains_after_redis_returns() {
-    let mut redis = RedisServer::start().await;
+    // A Redis that keeps its data: the outbox is the subject here, not data loss.
+    let mut redis = persistent_redis().await;
     let gws = fleet(&redis, 2, &[("REDIS_OUTBOX_MAX_EVENTS", "5")]).await;
     let token = publish_token(&gws[0].secret);
     let mut a = connect_user(&gws[0], "a").await;
@@ -346,9 +362,7 @@ async fn a_stream_entry_missed_on_pubsub_is_filled_in_before_later_events() {
         c.expect_event("first").await;
     }
     // An entry that was appended but never published.
-    let injected = r#"{"v":2,"origin":"test","eid":"01TEST","type":"injected","data":1,"ts":0}"#;
-    let injected_id = redis.cli(&["XADD", STREAM, "*", "e", injected]).await;
-    stream_id(&injected_id);
+    let injected_id = inject_entry(&redis, "injected").await;
     let normal = publish_ok(&gws[0], &token, json!({"type": "normal"})).await;
     assert!(stream_id(&injected_id) < stream_id(&normal), "{injected_id} then {normal}");
     for c in &mut clients {
@@ -372,8 +386,7 @@ async fn a_fresh_instance_fills_a_gap_before_its_first_event() {
     let gws = fleet(&redis, 2, &[]).await;
     let token = publish_token(&gws[0].secret);
     let mut clients = [connect_user(&gws[0], "a").await, connect_user(&gws[1], "b").await];
-    let injected = r#"{"v":2,"origin":"test","eid":"01TEST","type":"injected","data":1,"ts":0}"#;
-    redis.cli(&["XADD", STREAM, "*", "e", injected]).await;
+    inject_entry(&redis, "injected").await;
     publish_ok(&gws[0], &token, json!({"type": "normal"})).await;
     for (i, c) in clients.iter_mut().enumerate() {
         let v = c.next_json(STEP).await;
@@ -388,7 +401,7 @@ async fn a_fresh_instance_fills_a_gap_before_its_first_event() {
 /// refused (`recovered: false`) rather than guessed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_accepted_during_an_outage_has_a_provisional_id() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = persistent_redis().await;
     let gws = fleet(&redis, 2, &[]).await;
     let token = publish_token(&gws[0].secret);
     let mut a = connect_user(&gws[0], "a").await;

@@ -138,8 +138,10 @@ async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
     // Cross-instance delivery is back, in both directions, with no restart.
     publish_ok(&gws[0], &token, json!({"type": "after-0"})).await;
     publish_ok(&gws[1], &token, json!({"type": "after-1"})).await;
-    assert_eq!(a.types_until("after-1").await, ["after-0", "after-1"]);
-    assert_eq!(b.types_until("after-1").await, ["during-outage", "after-0", "after-1"]);
+    // This Redis keeps nothing: it came back empty, so both connections are told to resync
+    // (events accepted just before the kill may be gone), then everything after arrives once.
+    assert_eq!(a.types_until("after-1").await, ["resync", "after-0", "after-1"]);
+    assert_eq!(b.types_until("after-1").await, ["resync", "during-outage", "after-0", "after-1"]);
     assert_eq!(gws[0].metric("wsgate_redis_publish_failures_total").await, 1.0);
     // Every transition is logged once.
     assert_eq!(gws[0].logs().matches("Redis connection lost").count(), 1);
@@ -154,19 +156,30 @@ async fn gateways_started_before_redis_join_when_it_appears() {
         let (_, h) = g.get_json("/health").await;
         assert_eq!(h["redis"]["state"], "connecting", "{h}");
     }
-    // Serving local clients meanwhile.
+    // Not ready during the start-up wait (the instance does not follow the fleet yet)...
+    assert_eq!(gws[0].get_json("/ready").await.0, 503);
+    // ...but serving: a connection waits for its `connected` until the wait is over, then the
+    // instance serves local clients.
     let token = publish_token(&gws[0].secret);
     let mut a = connect_user(&gws[0], "a").await;
     publish_ok(&gws[0], &token, json!({"type": "local"})).await;
     a.expect_event("local").await;
     gws[0].wait_log("Redis unreachable at start-up").await;
+    let (_, h) = gws[0].get_json("/health").await;
+    assert_eq!((h["redis"]["state"].as_str(), &h["redis"]["local_only"]), (Some("connecting"), &json!(true)), "{h}");
+    assert_eq!(gws[0].get_json("/ready").await.0, 200, "serving local-only after the start-up wait");
 
     let _redis = RedisServer::start_with(port, &[]).await;
     all_connected(&gws).await;
     gws[0].wait_log("Redis pub/sub initialized").await;
+    let (_, h) = gws[0].get_json("/health").await;
+    assert_eq!(h["redis"]["local_only"], false, "{h}");
     let mut b = connect_user(&gws[1], "b").await;
     publish_ok(&gws[0], &token, json!({"type": "shared"})).await;
     b.expect_event("shared").await;
+    // `a` was served while its instance could not see other instances' events: told once.
+    let told = a.next_json(STEP).await;
+    assert_eq!((&told["type"], &told["reason"]), (&json!("resync"), &json!("redis_unavailable")), "{told}");
     a.expect_event("shared").await;
 }
 

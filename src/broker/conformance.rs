@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::memory::MemoryBroker;
 use super::redis::RedisBroker;
-use super::{Broker, PublishError, PublishOptions, Published};
+use super::{Broker, Fleet, PublishError, PublishOptions, Published};
 use crate::config::Config;
 use crate::event::{now_ms, Audience, Event, IdGenerator};
 use crate::history::{Replay, StreamId};
@@ -24,6 +24,7 @@ const WAIT: Duration = Duration::from_secs(5);
 struct Instance {
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
+    fleet: Arc<dyn Fleet>,
 }
 
 fn hub(id: &str) -> Arc<Hub> {
@@ -190,7 +191,7 @@ async fn suite(fleet: &[Instance]) {
         assert!(inst.hub.subscribe(a1.id, &a1.user, "room:1", 10).is_ok());
         inst.broker.join("room:1").await;
     }
-    let before = first.broker.position().await;
+    let before = first.broker.position(&["room:1".to_string()]).await;
     last.broker.publish(event(&ids, "in-room", Audience::Channel("room:1".into())), now()).await.unwrap();
     for (a1, a2, b) in &regs {
         assert_eq!(receive(a1, 1).await, ["in-room"]);
@@ -208,7 +209,7 @@ async fn suite(fleet: &[Instance]) {
     for inst in fleet {
         let deadline = Instant::now() + WAIT;
         loop {
-            let f = inst.broker.fleet_stats().await;
+            let f = inst.fleet.fleet_stats().await;
             if (f.total_instances, f.total_connections) == (fleet.len(), total) {
                 break;
             }
@@ -225,8 +226,8 @@ async fn suite(fleet: &[Instance]) {
 async fn memory_broker_meets_the_contract() {
     let h = hub("solo");
     let cfg = Config::for_tests("s");
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(h.clone(), cfg.history, cfg.idempotency_window));
-    suite(&[Instance { hub: h, broker }]).await;
+    let broker = Arc::new(MemoryBroker::new(h.clone(), cfg.history, cfg.idempotency_window));
+    suite(&[Instance { hub: h, broker: broker.clone(), fleet: broker }]).await;
 }
 
 /// A `redis-server` of our own on a free port, killed on drop.
@@ -269,8 +270,8 @@ async fn redis_broker_meets_the_contract_across_three_instances() {
         cfg.instance_id = name.to_string();
         cfg.heartbeat_interval = Duration::from_millis(100);
         let h = hub(name);
-        let broker: Arc<dyn Broker> = RedisBroker::start(&cfg, h.clone(), Arc::new(Metrics::new())).unwrap();
-        fleet.push(Instance { hub: h, broker });
+        let broker = RedisBroker::start(&cfg, &h, Arc::new(Metrics::new())).unwrap();
+        fleet.push(Instance { hub: h, broker: broker.clone(), fleet: broker });
     }
     let deadline = Instant::now() + WAIT;
     while fleet.iter().any(|i| i.broker.status().redis_state != "connected") {

@@ -7,14 +7,16 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::Mutex;
 
-use super::{Broker, BrokerStatus, FleetStats, PublishError, PublishOptions, Published};
+use super::{Broker, BrokerStatus, Fleet, FleetStats, PublishError, PublishOptions, Published};
 use crate::config::HistoryLimits;
-use crate::event::Event;
+use crate::event::{Dispatch, Event};
 use crate::history::{MemoryHistory, Replay};
-use crate::hub::Hub;
+use crate::hub::{Hub, Submitter};
 use crate::idempotency::{LocalStore, Seen};
 
 pub struct MemoryBroker {
+    submit: Submitter,
+    /// Presence and counts are the local registry's.
     hub: Arc<Hub>,
     /// Held from giving an event its id until it is in the dispatch queue, so the hub sees
     /// events in id order. A tokio Mutex: `submit` may wait while the dispatch queue is full.
@@ -29,7 +31,7 @@ struct State {
 impl MemoryBroker {
     pub fn new(hub: Arc<Hub>, history: HistoryLimits, idempotency_window: std::time::Duration) -> Self {
         let state = State { history: MemoryHistory::new(history), keys: LocalStore::new(idempotency_window) };
-        MemoryBroker { hub, state: Mutex::new(state) }
+        MemoryBroker { submit: hub.submitter(), hub, state: Mutex::new(state) }
     }
 }
 
@@ -44,11 +46,14 @@ impl Broker for MemoryBroker {
                     Seen::Conflict => return Err(PublishError::KeyReused),
                 }
             }
-            let id = st.history.append(&mut event).to_string();
+            let (id, frame) = st.history.append(&mut event);
+            let id = id.to_string();
             if let Some(key) = &opts.idempotency {
                 st.keys.remember(key, &id);
             }
-            self.hub.submit(event, Some(opts.accepted_at)).await.map_err(|_| PublishError::stopping())?;
+            // The ring's frame is the one fanned out: encoded once.
+            let dispatch = Dispatch { frame, audience: event.audience, ts: event.ts };
+            self.submit.submit(dispatch, Some(opts.accepted_at)).await.map_err(|_| PublishError::stopping())?;
             Ok(Published { id, replayed: false })
         }
         .boxed()
@@ -58,17 +63,35 @@ impl Broker for MemoryBroker {
         async move { self.state.lock().await.history.replay(since, user, channels, usize::MAX) }.boxed()
     }
 
+    fn ready(&self) -> BoxFuture<'_, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+
     fn join<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
         // One instance: the hub already routes by channel.
         futures_util::future::ready(()).boxed()
     }
 
-    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
-        futures_util::future::ready(self.hub.presence(channel)).boxed()
+    fn leave<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, ()> {
+        futures_util::future::ready(()).boxed()
     }
 
-    fn position(&self) -> BoxFuture<'_, Option<String>> {
+    fn position<'a>(&'a self, _channels: &'a [String]) -> BoxFuture<'a, Option<String>> {
         async move { self.state.lock().await.history.last().map(|id| id.to_string()) }.boxed()
+    }
+
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus { mode: "memory", redis_enabled: false, redis_state: "disabled", local_only: false, ready: true }
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+}
+
+impl Fleet for MemoryBroker {
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
+        futures_util::future::ready(self.hub.presence(channel)).boxed()
     }
 
     fn fleet_stats(&self) -> BoxFuture<'_, FleetStats> {
@@ -78,13 +101,5 @@ impl Broker for MemoryBroker {
             total_users: Some(self.hub.user_count()),
         };
         futures_util::future::ready(s).boxed()
-    }
-
-    fn status(&self) -> BrokerStatus {
-        BrokerStatus { mode: "memory", redis_enabled: false, redis_state: "disabled" }
-    }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        futures_util::future::ready(()).boxed()
     }
 }

@@ -4,13 +4,24 @@
 //!
 //! [`Broker::publish`] gives the event its stream position (its id, see [`crate::history`]) and
 //! returns `Ok` once the event is kept: appended to the history (memory ring or Redis stream)
-//! and queued for every instance's hub, or, in Redis mode while Redis is away, delivered
+//! and on its way to every instance's hub, or, in Redis mode while Redis is away, delivered
 //! locally and held in a bounded outbox to be appended once Redis is back. Each instance's hub
 //! receives each event once and queues it on each targeted local connection exactly once, in
-//! stream order. A connection that was away asks [`Broker::replay`] for what it missed.
+//! stream order.
+//!
+//! **From `connected` on.** A connection registered after [`Broker::ready`] resolved receives
+//! every event accepted anywhere after that, exactly once, unless the broker tells it
+//! otherwise with a `resync` frame (Redis lost events it may not have received).
+//!
+//! **`recovered: true` is a promise.** [`Broker::replay`] answers [`Replay::Recovered`] only
+//! if it can prove that the frames it returns are every event after `since` addressed to the
+//! connection, and that the client cannot already hold any of them (it has not seen them
+//! under another id, as events accepted during a Redis outage were). Anything else is
+//! [`Replay::NotRecovered`]: the client reloads its state.
 //!
 //! Implementations: [`memory::MemoryBroker`] (one instance, no external service) and
-//! [`redis::RedisBroker`] (many instances through Redis pub/sub; it documents its wire format).
+//! [`redis::RedisBroker`] (many instances through Redis; it documents its wire format and
+//! how it keeps these promises across outages and data loss).
 
 pub mod memory;
 pub mod redis;
@@ -45,6 +56,12 @@ pub struct BrokerStatus {
     pub redis_enabled: bool,
     /// `disabled`, `connecting`, `connected` or `disconnected`.
     pub redis_state: &'static str,
+    /// True while the instance serves its own clients only because Redis was not reachable
+    /// within the start-up wait (it keeps trying).
+    pub local_only: bool,
+    /// False until the broker is ready (Redis mode: subscribed and following the stream, or the
+    /// start-up wait is over). `/ready` answers 503 meanwhile.
+    pub ready: bool,
 }
 
 /// How a publish is to be done.
@@ -88,36 +105,53 @@ impl PublishError {
     }
 }
 
+/// Delivery: publishing, following channels, resuming.
 pub trait Broker: Send + Sync + 'static {
     /// Gives `event` its id, keeps it and hands it to every instance's hub, this one included
     /// (see the module docs for the guarantee). The id `event` arrives with is a ULID, kept as
     /// the event's identity for de-duplication and logs.
     fn publish(&self, event: Event, opts: PublishOptions) -> BoxFuture<'_, Result<Published, PublishError>>;
 
-    /// The events after `since` addressed to `user`, if every event after `since` is still
-    /// kept. Called after the connection is registered, so nothing falls between the replay
-    /// and the live events (the session drops live events the replay already holds).
+    /// Resolves once a connection registered from now on gets every event accepted anywhere
+    /// later (Redis mode: the instance is subscribed and knows where the stream stands), or
+    /// once the start-up wait is over (the instance then serves in local-only mode). Sessions
+    /// wait for it before they register; it resolves at once after start-up.
+    fn ready(&self) -> BoxFuture<'_, ()>;
+
+    /// The events after `since` addressed to `user` and `channels`, if the broker can promise
+    /// them (see the module docs). Called after the connection is registered, so nothing
+    /// falls between the replay and the live events (the session drops live events that the
+    /// replay already holds, by stream and position).
     fn replay<'a>(&'a self, since: &'a str, user: &'a str, channels: &'a [String]) -> BoxFuture<'a, Replay>;
 
     /// Makes sure this instance receives `channel`'s events from every instance; resolves once
     /// it does (or, with Redis away, once the subscription is queued for the reconnect). Called
-    /// after a local connection joined the channel, before it is told `subscribed`. The hub
-    /// reports channels whose last local subscriber left ([`crate::hub::Hub::report_vacated_to`]).
+    /// each time a local connection joins the channel, before it is told `subscribed`.
     fn join<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
 
-    /// The users in `channel` across the fleet with their connection counts, sorted by user.
-    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>>;
+    /// A local connection left `channel` (each [`Broker::join`] is matched by one leave). After
+    /// the last one the instance stops receiving the channel, after a delay.
+    fn leave<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, ()>;
 
-    /// The id of the newest event this instance has handed to its hub, if it knows one. A
-    /// connection registered before this call receives every later event, so a client that
-    /// gets no event before it drops can resume from here (`connected` carries it).
-    fn position(&self) -> BoxFuture<'_, Option<String>>;
-
-    /// Connection and instance totals across the fleet.
-    fn fleet_stats(&self) -> BoxFuture<'_, FleetStats>;
+    /// The id of the newest event this instance has handed to its hub from the streams a
+    /// connection in `channels` follows, if it knows one. A connection registered before this
+    /// call receives every later event, so a client that gets no event before it drops can
+    /// resume from here (`connected` carries it).
+    fn position<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Option<String>>;
 
     fn status(&self) -> BrokerStatus;
 
-    /// Stops background work and removes this instance from the fleet (heartbeat key).
+    /// Stops background work (tracked tasks are cancelled and awaited) and removes this
+    /// instance from the fleet. Called after the sessions and the HTTP server have stopped.
     fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// What the fleet looks like: presence and totals. Apart from delivery: nothing here touches
+/// an event.
+pub trait Fleet: Send + Sync + 'static {
+    /// The users in `channel` across the fleet with their connection counts, sorted by user.
+    fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>>;
+
+    /// Connection and instance totals across the fleet.
+    fn fleet_stats(&self) -> BoxFuture<'_, FleetStats>;
 }
