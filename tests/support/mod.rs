@@ -9,6 +9,9 @@
 // Each test file is its own crate and uses a different subset of these helpers.
 #![allow(dead_code)]
 
+/// The exactly-once oracle and the Sentinel/replica processes of the fault tests.
+pub mod faults;
+
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
