@@ -69,21 +69,50 @@ export interface CloseInfo {
   error?: WsgateError;
 }
 
-/** Why a connection could not pick up where the last one (or options.since) left off. */
+/**
+ * The gateway's notice, on an open connection, that Redis lost events this connection may not
+ * have received (Redis restarted empty, failed over to a replica that lacked them, history
+ * trimmed while the instance was disconnected). The connection stays open; live events follow.
+ * It is not an event: it has no `id`, goes to no event handler and does not move lastEventId.
+ */
+export interface ResyncFrame {
+  type: "resync";
+  /** Why, as the gateway says it: e.g. "redis_data_lost", "history_trimmed", "redis_unavailable". Treat it as an opaque string. */
+  reason: string;
+  [extra: string]: unknown;
+}
+
+/**
+ * Why events may have been missed. The client's own reasons (a connection that could not pick
+ * up where the last one, or options.since, left off):
+ * - "not_recovered": the gateway answered `recovered: false`: `since` is unknown, malformed, or
+ *   older than its history (or history is off);
+ * - "unsupported": `since` was sent but the `connected` frame has no `recovered` field (a
+ *   gateway without history);
+ * - "no_position": a reconnection without `since` (no event had been received yet, or `resume` is false).
+ *
+ * Otherwise the `reason` of the gateway's `resync` frame, passed on as it came (an opaque
+ * string; "unknown" when the frame has none), e.g. "redis_data_lost", "history_trimmed",
+ * "redis_unavailable".
+ */
 export type ResyncReason =
-  /** The gateway answered `recovered: false`: `since` is unknown, malformed, or older than its history (or history is off). */
   | "not_recovered"
-  /** `since` was sent but the `connected` frame has no `recovered` field: a gateway without history. */
   | "unsupported"
-  /** A reconnection without `since`: no event had been received yet (or `resume` is false). */
-  | "no_position";
+  | "no_position"
+  | "redis_data_lost"
+  | "history_trimmed"
+  | "redis_unavailable"
+  | (string & {});
 
 export interface ResyncInfo {
   reason: ResyncReason;
-  /** The `since` sent, or null. */
+  /** The `since` sent by the connection that could not resume, or null (always null for a `resync` frame). */
   since: string | null;
-  /** The `connected` frame of the new connection. */
-  frame: ConnectedFrame;
+  /**
+   * What told the client: the `connected` frame of a connection that could not resume, or the
+   * gateway's `resync` frame on an open connection (`frame.type === "resync"`).
+   */
+  frame: ConnectedFrame | ResyncFrame;
 }
 
 export interface ResumedInfo {
@@ -166,8 +195,10 @@ export interface ConnectOptions {
   /** Every `connected` frame (first connection and each reconnection); `frame.recovered` says how a resume went. */
   onOpen?: (frame: ConnectedFrame) => void;
   /**
-   * A connection (after onOpen) that could not resume: events may have been missed, so reload
-   * the application's state. Not called for a first connection without `since`.
+   * Events may have been missed, so reload the application's state: a connection (after
+   * onOpen) that could not resume (not called for a first connection without `since`), or the
+   * gateway's `resync` frame on an open connection (`info.frame.type === "resync"`,
+   * `info.reason` the gateway's; the connection stays open and live events follow).
    */
   onResync?: (info: ResyncInfo) => void;
   /** A connection that resumed (`recovered: true`), once the missed events have been delivered to the handlers. */
@@ -226,6 +257,12 @@ export declare class WsgateClient {
    * join the channel: call subscribe() for that.
    */
   onChannel<T = unknown>(channel: string, handler: (event: WsgateEvent<T> & { channel: string }) => void): () => void;
+  /**
+   * Handler for every resync (what options.onResync gets: a connection that could not resume,
+   * or the gateway's `resync` frame); runs after options.onResync. Returns a function that
+   * removes it. (Resyncs never reach on(): its types are the application's event types.)
+   */
+  onResync(handler: (info: ResyncInfo) => void): () => void;
   /** Handler for events of one type, or "*" for every event. Returns a function that removes it. */
   on<T = unknown>(type: string, handler: (event: WsgateEvent<T>) => void): () => void;
   /** Removes a handler; without one, every handler of that type. */

@@ -10,7 +10,8 @@
 // - dispatches events to handlers per type (`"*"` for all) and tracks the last event id,
 //   which it sends back as `since=` when it reconnects (the gateway's resume parameter);
 // - says how each reconnection went: onResumed (the gateway replayed what was missed) or
-//   onResync (it could not: the application must reload its state);
+//   onResync (it could not: the application must reload its state); onResync also reports the
+//   gateway's `resync` frame (Redis lost events this open connection may not have received);
 // - channels: subscribe()/unsubscribe() answer with the gateway's `subscribed`/`unsubscribed`
 //   or its refusal; the channels it holds go in `channels=` of every connect URL, so a
 //   reconnection rejoins them and its resume replay covers their events too.
@@ -94,6 +95,7 @@ export class WsgateClient {
   #opens = 0; // `connected` frames received
   #channels = new Set(); // joined or being joined; sent as `channels=` on every connection
   #channelHandlers = new Map();
+  #resyncHandlers = new Set(); // added with onResync(handler); called after options.onResync
   #waiting = { subscribe: new Map(), unsubscribe: new Map() }; // channel → promise awaiting the answer
 
   constructor(url, options = {}) {
@@ -198,6 +200,20 @@ export class WsgateClient {
     return () => {
       set.delete(handler);
       if (set.size === 0 && this.#channelHandlers.get(name) === set) this.#channelHandlers.delete(name);
+    };
+  }
+
+  /**
+   * Calls handler(info) whenever events may have been missed and the application must reload
+   * its state: a connection that could not resume, or the gateway's `resync` frame (see
+   * options.onResync for `info`). Runs after options.onResync. Returns a function that removes it.
+   * (Not on("resync"): on() takes application event types, and "resync" may be one of them.)
+   */
+  onResync(handler) {
+    if (typeof handler !== "function") throw new TypeError("wsgate: onResync(handler) needs a function");
+    this.#resyncHandlers.add(handler);
+    return () => {
+      this.#resyncHandlers.delete(handler);
     };
   }
 
@@ -371,6 +387,13 @@ export class WsgateClient {
           this.#emit("onResumed", { since, missed, frame: this.#connection });
         }
         break;
+      case "resync":
+        // The gateway found that Redis lost events this connection may not have received
+        // (restarted empty, failed over, history trimmed). The connection stays open and live
+        // events follow; the application reloads its state. Not an event: no id, not
+        // dispatched, lastEventId unchanged.
+        this.#resync({ reason: typeof msg.reason === "string" && msg.reason !== "" ? msg.reason : "unknown", since: null, frame: msg });
+        break;
       case "subscribed":
       case "unsubscribed":
         this.#settle(msg.type === "subscribed" ? "subscribe" : "unsubscribe", msg.channel);
@@ -499,7 +522,19 @@ export class WsgateClient {
     if (s.since != null) reason = msg.recovered === false ? "not_recovered" : "unsupported";
     else if (this.#opens > 1) reason = "no_position"; // a reconnection with nothing to resume from
     else return; // a first connection without `since`: nothing was missed yet
-    this.#emit("onResync", { reason, since: s.since, frame: msg });
+    this.#resync({ reason, since: s.since, frame: msg });
+  }
+
+  /** Tells options.onResync, then the onResync() handlers, that the application must reload its state. */
+  #resync(info) {
+    this.#emit("onResync", info);
+    for (const h of [...this.#resyncHandlers]) {
+      try {
+        h(info);
+      } catch (err) {
+        this.#report(new WsgateError("handler_error", `an onResync handler threw: ${err?.message ?? err}`, { cause: err }));
+      }
+    }
   }
 
   #dispatch(event) {

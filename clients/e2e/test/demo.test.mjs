@@ -164,6 +164,44 @@ test("a dropped connection: the page reconnects and says whether it resumed", { 
   await page.close();
 });
 
+test("the gateway's resync frame: the page shows a notice, logs it, and stays connected", { timeout: 60000 }, async () => {
+  // The frame is injected by a proxy in front of the page's WebSocket, as the gateway sends it
+  // when Redis lost events (clients/js/test/resync-e2e.test.mjs provokes the real one).
+  const links = [];
+  const { page, problems } = await openDemo(gwA, "alice", (p) =>
+    p.routeWebSocket(/\/ws\/tasks/, (ws) => {
+      const link = { ws, server: ws.connectToServer() };
+      link.server.onMessage((m) => ws.send(m));
+      links.push(link);
+    }),
+  );
+  const notice = page.locator("#notice");
+  await page.locator("#state").filter({ hasText: /^open$/ }).waitFor({ timeout: 15000 });
+  const before = await gwA.publish({ type: "before", data: 1 });
+  await page.locator(`#events li[data-id="${before}"]`).waitFor({ timeout: 10000 });
+  assert.equal(await notice.isVisible(), false);
+
+  links.at(-1).ws.send(JSON.stringify({ type: "resync", reason: "redis_data_lost" }));
+  await notice.filter({ hasText: "Events may have been lost (redis_data_lost): reloading state" }).waitFor({ state: "visible", timeout: 5000 });
+  assert.equal(await notice.getAttribute("data-kind"), "resync");
+  const logged = page.locator('#events li.system[data-kind="resync"]');
+  await logged.waitFor({ timeout: 5000 });
+  assert.match(await logged.textContent(), /Events may have been lost \(redis_data_lost\): reloading state/);
+  assert.equal(await page.locator("#resume").textContent(), "resync needed");
+  // Not an event, no reconnection: live events keep coming on the same connection.
+  const after = await gwB.publish({ type: "after", data: 2 });
+  await page.locator(`#events li[data-id="${after}"]`).waitFor({ timeout: 10000 });
+  const rows = await page.locator("#events li").evaluateAll((lis) => lis.map((li) => li.dataset.id ?? li.dataset.kind));
+  assert.deepEqual(rows, [after, "resync", before]);
+  assert.equal(await page.locator("#state").textContent(), "open");
+  assert.equal(links.length, 1);
+  assert.equal(await page.evaluate(() => window.wsgateClient.lastEventId), after);
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: resolve(ARTIFACTS, "demo-resync.png"), animations: "disabled" });
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
 test("a bad token in the page: the client stops and says so (no retry loop)", { timeout: 30000 }, async () => {
   const page = await browser.newPage();
   let upgrades = 0;

@@ -175,10 +175,13 @@ export async function publish(http, body, token = publishToken()) {
   return JSON.parse(text).id;
 }
 
-/** A private redis-server on a free loopback port (never 6379), nothing kept on disk. */
-export async function startRedis() {
+/**
+ * A private redis-server on a free loopback port (never 6379), nothing kept on disk. With
+ * `port`, on that port (e.g. a fresh, empty Redis where a killed one was).
+ */
+export async function startRedis({ port: wanted } = {}) {
   for (let tries = 0; tries < 5; tries++) {
-    const port = await freePort();
+    const port = wanted ?? (await freePort());
     if (port === 6379) continue;
     const child = track(
       spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
@@ -203,9 +206,11 @@ export async function startRedis() {
       });
     });
     if (ok) {
-      return { child, pid: child.pid, port, url: `redis://127.0.0.1:${port}`, stop: () => stopChild(child, "SIGTERM") };
+      // stop("SIGKILL"): Redis dies at once, losing everything (it keeps nothing on disk anyway).
+      return { child, pid: child.pid, port, url: `redis://127.0.0.1:${port}`, stop: (signal = "SIGTERM") => stopChild(child, signal) };
     }
     await stopChild(child, "SIGKILL");
+    if (wanted != null) await sleep(200); // the port may not be free yet: try it again
   }
-  throw new Error("could not start redis-server");
+  throw new Error(`could not start redis-server${wanted != null ? ` on port ${wanted}` : ""}`);
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,6 +156,69 @@ def gateway_factory(tmp_path):
         if gw.proc is not None:
             gw.proc.kill()
             gw.proc.wait(5)
+
+
+class Redis:
+    """A private redis-server on a loopback port (never 6379) that keeps nothing on disk.
+    ``kill()`` (SIGKILL) loses everything; ``start()`` again brings up an empty one on the same
+    port."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> Redis:
+        assert self.proc is None, "already running"
+        for _ in range(5):
+            if not self.port:
+                port = free_port()
+                if port == 6379:
+                    continue
+                self.port = port
+            self.runs += 1
+            log_path = self.log_dir / f"redis-{self.runs}.log"
+            with open(log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if "Ready to accept connections" in log_path.read_text(errors="replace"):
+                    return self
+                time.sleep(0.02)
+            self.kill()
+            time.sleep(0.2)  # the port may still be held: try again
+        raise RuntimeError(f"could not start redis-server on port {self.port}")
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            proc.wait(5)
+
+    async def akill(self) -> None:
+        await asyncio.to_thread(self.kill)
+
+    async def astart(self) -> Redis:
+        return await asyncio.to_thread(self.start)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A running :class:`Redis`, killed after the test."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: apt-get install -y redis-server")
+    r = Redis(tmp_path).start()
+    yield r
+    r.kill()
 
 
 @pytest.fixture

@@ -85,6 +85,15 @@ class Listener:
     malformed or older than its history), ``"unsupported"`` (no ``recovered`` field: a gateway
     without history) or ``"no_position"`` (a reconnection before any event was received).
 
+    ``on_resync`` is also called, on an open connection, when the gateway sends
+    ``{"type": "resync", "reason": ...}``: it found that Redis lost events this connection may
+    not have received (Redis restarted empty, failed over, history trimmed). Then ``reason`` is
+    the gateway's, as it came (e.g. ``"redis_data_lost"``, ``"history_trimmed"``,
+    ``"redis_unavailable"``; an opaque string, ``"unknown"`` when the frame has none),
+    ``since`` is ``None`` and ``frame`` is the ``resync`` frame (``frame["type"] == "resync"``).
+    Reload your state; the connection stays open and live events follow. The frame is not
+    yielded and does not change :attr:`last_event_id`.
+
     Reconnects (when ``reconnect`` is true) after close 1001 (shutdown), 1013 (too slow), a
     lost network or a refused connection, and after a 503 upgrade (draining), waiting
     ``uniform(0, min(cap, base * 2**n))`` seconds (exponential backoff with full jitter;
@@ -351,6 +360,8 @@ class Listener:
             await self._after_resume(msg)
         elif kind == "pong":
             pass
+        elif kind == "resync":
+            await self._resync_frame(msg)
         elif kind == "subscribed" and isinstance(msg.get("channel"), str):
             self.subscribed.add(msg["channel"])
         elif kind == "error" and isinstance(msg.get("channel"), str):
@@ -382,6 +393,16 @@ class Listener:
         log.info("wsgate: cannot resume after %s (%s): the application must resync", since, reason)
         if self.on_resync is not None:
             await _maybe_await(self.on_resync({"reason": reason, "since": since, "frame": hello}))
+
+    async def _resync_frame(self, msg: dict) -> None:
+        """The gateway's ``resync`` frame: Redis lost events this open connection may not have
+        received. Not an event (no id): not yielded, ``last_event_id`` unchanged."""
+        reason = msg.get("reason")
+        if not isinstance(reason, str) or not reason:
+            reason = "unknown"
+        log.warning("wsgate: Redis lost events this connection may not have received (%s): the application must resync", reason)
+        if self.on_resync is not None:
+            await _maybe_await(self.on_resync({"reason": reason, "since": None, "frame": msg}))
 
 
 def _body_error(body: bytes | None) -> str:
@@ -417,7 +438,7 @@ async def listen(
             ...
 
     ``on_connected`` gets each ``connected`` frame and ``on_resync`` each connection that could
-    not resume, ``channels`` are joined at every connection (see :class:`Listener`); use :class:`Listener` directly to read the last
+    not resume and each ``resync`` frame of the gateway, ``channels`` are joined at every connection (see :class:`Listener`); use :class:`Listener` directly to read the last
     ``connected`` frame and event id as attributes. ``options`` are :class:`Listener`'s other
     keyword arguments.
     """
