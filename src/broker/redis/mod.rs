@@ -12,7 +12,8 @@
 //! - [`relay`]: the task that owns delivery state: cursors, epochs, own events in flight, the
 //!   outage outbox, channel subscriptions; it documents how gaps, outages and lost data are
 //!   handled;
-//! - [`held`]: the outage outbox; [`supervisor`]: the link state;
+//! - [`held`]: the outage outbox, and how the relay holds and flushes it; [`routing`]: which
+//!   channels an instance follows; [`supervisor`]: the link state;
 //! - [`fleet`]: heartbeats and totals; [`presence`]: who is in a channel, fleet-wide.
 //!
 //! # Start-up
@@ -54,6 +55,7 @@ mod held;
 mod keys;
 mod presence;
 mod relay;
+mod routing;
 mod scripts;
 mod supervisor;
 mod wire;

@@ -25,7 +25,7 @@
 //!   ULID (`early`) and skipped when the stream brings them back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,12 +35,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::held::{Held, HeldEvent};
+use super::held::Held;
 use super::keys::StreamKey;
-use super::scripts::{Append, Appended};
 use super::supervisor::{Link, Supervisor};
 use super::wire::{decode_message, stream_entries, Body, Entry};
-use super::{is_transient, Shared};
+use super::Shared;
 use crate::broker::{PublishError, Published};
 use crate::event::{now_ms, Audience, Dispatch, Event, FRAME_HEAD};
 use crate::history::StreamId;
@@ -127,10 +126,10 @@ pub mod reason {
 
 /// One stream this instance follows.
 #[derive(Default)]
-struct Follow {
+pub(super) struct Follow {
     /// The newest entry handed to the hub (or passed over). `None` until the stream's end is
     /// known.
-    cursor: Option<StreamId>,
+    pub(super) cursor: Option<StreamId>,
     /// The dataset the cursor belongs to.
     epoch: Option<String>,
 }
@@ -139,29 +138,29 @@ struct Follow {
 pub type Positions = HashMap<StreamKey, StreamId>;
 
 pub struct Relay {
-    sh: Arc<Shared>,
-    hub: Submitter,
-    cmds: mpsc::Receiver<Cmd>,
-    link: Supervisor,
-    positions: watch::Sender<Positions>,
+    pub(super) sh: Arc<Shared>,
+    pub(super) hub: Submitter,
+    pub(super) cmds: mpsc::Receiver<Cmd>,
+    pub(super) link: Supervisor,
+    pub(super) positions: watch::Sender<Positions>,
     /// Mirrors `held.len()` for the publish path (which goes straight to Redis only when
     /// nothing is held).
-    held_len: Arc<AtomicUsize>,
-    follows: HashMap<StreamKey, Follow>,
+    pub(super) held_len: Arc<AtomicUsize>,
+    pub(super) follows: HashMap<StreamKey, Follow>,
     /// Own events appended, not yet seen on the subscription, by (id, ULID).
-    pending: BTreeMap<(StreamId, String), (StreamKey, Own)>,
+    pub(super) pending: BTreeMap<(StreamId, String), (StreamKey, Own)>,
     /// ULIDs of events local clients already have (delivered early or held).
-    early: HashSet<String>,
-    held: Held,
+    pub(super) early: HashSet<String>,
+    pub(super) held: Held,
     /// Channels with local connections: each join counts one, each leave takes one.
-    topics: HashMap<Arc<str>, usize>,
+    pub(super) topics: HashMap<Arc<str>, usize>,
     /// Channels nobody here is in any more, since when: dropped after the unsubscribe delay
     /// unless joined again.
-    idle: HashMap<Arc<str>, Instant>,
-    unsubscribe_delay: Duration,
+    pub(super) idle: HashMap<Arc<str>, Instant>,
+    pub(super) unsubscribe_delay: Duration,
     /// The subscription (re)connected since the last catch-up: messages wait for one.
-    stale: bool,
-    cancel: CancellationToken,
+    pub(super) stale: bool,
+    pub(super) cancel: CancellationToken,
 }
 
 pub struct RelayParts {
@@ -269,7 +268,7 @@ impl Relay {
         Ok(())
     }
 
-    async fn go_down(&mut self) -> Result<(), HubClosed> {
+    pub(super) async fn go_down(&mut self) -> Result<(), HubClosed> {
         self.stale = true;
         if self.link.get() == Link::Live {
             self.link.set(Link::Down, "");
@@ -279,7 +278,7 @@ impl Relay {
 
     /// Own events appended but not seen back: local clients get them now, before anything
     /// held after them, and the stream's copies are skipped later.
-    async fn deliver_pending_early(&mut self) -> Result<(), HubClosed> {
+    pub(super) async fn deliver_pending_early(&mut self) -> Result<(), HubClosed> {
         for ((sid, eid), (_, own)) in std::mem::take(&mut self.pending) {
             self.remember_early(eid);
             self.hub.submit(own.dispatch(&sid.to_string()), None).await?;
@@ -287,7 +286,7 @@ impl Relay {
         Ok(())
     }
 
-    fn remember_early(&mut self, eid: String) {
+    pub(super) fn remember_early(&mut self, eid: String) {
         if self.early.len() >= MAX_EARLY {
             // ULIDs sort by time: forget the oldest half (their entries are long overdue).
             let mut all: Vec<String> = self.early.drain().collect();
@@ -338,35 +337,17 @@ impl Relay {
         Ok(true)
     }
 
-    async fn subscribe_all(&mut self) -> bool {
-        let sub = &self.sh.subscriber;
-        let r = sub.subscribe(self.sh.keys.broadcast().topic.as_str()).await;
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "subscribe failed; retrying");
-            return false;
-        }
-        for name in self.topics.keys() {
-            let route = self.sh.keys.route(Some(name));
-            let r = if route.sharded {
-                sub.ssubscribe(route.topic.as_str()).await
-            } else {
-                sub.subscribe(route.topic.as_str()).await
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, channel = %name, "channel subscribe failed; retrying");
-                return false;
-            }
-        }
-        self.sh.metrics.redis_channel_subscriptions.set(self.topics.len() as i64);
-        true
-    }
-
     /// Checks one stream against what this instance delivered of it, tells its connections of
     /// any loss, and fills it. Returns whether its connections were told to resync.
     ///
     /// `joined_now`: a channel a local connection joins while the link is live (nobody here
     /// could have missed anything of it yet).
-    async fn check_stream(&mut self, key: &StreamKey, all_told: bool, joined_now: bool) -> Result<bool, Error> {
+    pub(super) async fn check_stream(
+        &mut self,
+        key: &StreamKey,
+        all_told: bool,
+        joined_now: bool,
+    ) -> Result<bool, Error> {
         let route = self.sh.keys.route(key.as_deref());
         let (cursor, epoch) = {
             let f = self.follows.entry(key.clone()).or_default();
@@ -523,7 +504,7 @@ impl Relay {
         });
     }
 
-    async fn resync(&mut self, stream: StreamKey, reason: &'static str) -> Result<(), HubClosed> {
+    pub(super) async fn resync(&mut self, stream: StreamKey, reason: &'static str) -> Result<(), HubClosed> {
         self.sh.metrics.resync(reason);
         let audience = match stream {
             None => Audience::All,
@@ -601,215 +582,10 @@ impl Relay {
                 Ok(())
             }
             Cmd::Leave { channel } => {
-                if let Some(refs) = self.topics.get_mut(&channel) {
-                    *refs = refs.saturating_sub(1);
-                    if *refs == 0 {
-                        self.idle.insert(channel, Instant::now());
-                    }
-                }
+                self.leave(channel);
                 Ok(())
             }
         }
-    }
-
-    /// A publish the publish path handed over: appended after the held events when the link
-    /// is live, else delivered locally and held.
-    async fn enqueue(
-        &mut self,
-        event: Event,
-        key: Option<IdemKey>,
-        uncertain: bool,
-    ) -> Result<Published, PublishError> {
-        let stream: StreamKey = event.audience.channel().map(Arc::from);
-        let tail = event.frame_tail();
-        let users = match &event.audience {
-            Audience::Users(u) => Some(serde_json::to_string(u).unwrap_or_default()),
-            _ => None,
-        };
-        if self.link.get() == Link::Live && !self.stale && self.flush_held().await {
-            let route = self.sh.keys.route(stream.as_deref());
-            let a = Append {
-                route: &route,
-                frame_tail: &tail,
-                eid: &event.id,
-                users: users.as_deref(),
-                held: false,
-                uncertain,
-                key: key.as_ref(),
-            };
-            match self.sh.scripts.append(&self.sh.publisher, a).await {
-                Ok(Appended::New(sid)) => {
-                    let own = Own { eid: event.id.clone(), frame_tail: tail, audience: event.audience, ts: event.ts };
-                    let cursor = self.follows.get(&stream).map(|f| f.cursor);
-                    if cursor.is_some_and(|c| !c.is_some_and(|c| sid <= c)) {
-                        self.pending.insert((sid, own.eid.clone()), (stream, own));
-                    }
-                    return Ok(Published { id: sid.to_string(), replayed: false });
-                }
-                Ok(Appended::Duplicate(id)) => return Ok(Published { id, replayed: true }),
-                Ok(Appended::Conflict) => return Err(PublishError::KeyReused),
-                Err(e) if is_transient(&e) => {
-                    self.sh.metrics.redis_publish_failures.inc();
-                    tracing::debug!(error = %e, "Redis publish failed; holding the event");
-                    let _ = self.go_down().await;
-                    return self.hold(event, stream, tail, users, key, true).await;
-                }
-                Err(e) => {
-                    self.sh.metrics.redis_publish_failures.inc();
-                    tracing::error!(error = %e, "Redis refused the event");
-                    return Err(PublishError::Unavailable(format!("Redis refused the event: {e}")));
-                }
-            }
-        }
-        if !uncertain {
-            self.sh.metrics.redis_publish_failures.inc();
-        }
-        self.hold(event, stream, tail, users, key, uncertain).await
-    }
-
-    /// Delivers `event` to local clients now, under its ULID, and keeps it for Redis.
-    async fn hold(
-        &mut self,
-        event: Event,
-        stream: StreamKey,
-        frame_tail: String,
-        users: Option<String>,
-        key: Option<IdemKey>,
-        uncertain: bool,
-    ) -> Result<Published, PublishError> {
-        let id = event.id.clone();
-        let followed = self.follows.contains_key(&stream);
-        let h = HeldEvent { stream, eid: id.clone(), frame_tail, users, key, uncertain };
-        if !self.held.push(h) {
-            return Err(PublishError::Unavailable(
-                "Redis is unreachable and the outbox of held events is full; retry later".into(),
-            ));
-        }
-        self.held_len.store(self.held.len(), Ordering::Release);
-        self.sh.metrics.redis_outbox_events.set(self.held.len() as i64);
-        // Own events appended before the link broke go first: local clients keep the order.
-        self.deliver_pending_early().await.map_err(|_| PublishError::stopping())?;
-        if followed {
-            // Skipped when the stream brings it back (a channel nobody here follows has no
-            // local subscriber to deliver to, and its stream is not read here).
-            self.remember_early(id.clone());
-            self.hub.submit(event.dispatch(), None).await.map_err(|_| PublishError::stopping())?;
-        }
-        Ok(Published { id, replayed: false })
-    }
-
-    /// Appends the held events, oldest first, marked as held. False at the first failure (the
-    /// rest stay, in order; the link counts as down).
-    async fn flush_held(&mut self) -> bool {
-        let mut flushed = 0usize;
-        while let Some(h) = self.held.front() {
-            let route = self.sh.keys.route(h.stream.as_deref());
-            let a = Append {
-                route: &route,
-                frame_tail: &h.frame_tail,
-                eid: &h.eid,
-                users: h.users.as_deref(),
-                held: true,
-                uncertain: h.uncertain,
-                key: h.key.as_ref(),
-            };
-            match self.sh.scripts.append(&self.sh.publisher, a).await {
-                // A duplicate: the append whose reply was lost did happen, or another instance
-                // accepted the same key meanwhile; a conflict: the key was used with another
-                // body. Either way the stream needs nothing more (local clients have it).
-                Ok(_) => {}
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "could not append held events to Redis; retrying");
-                    self.stale = true;
-                    return false;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, eid = %h.eid, "Redis refused a held event; dropping it");
-                }
-            }
-            self.held.pop_front();
-            flushed += 1;
-            self.held_len.store(self.held.len(), Ordering::Release);
-            self.sh.metrics.redis_outbox_events.set(self.held.len() as i64);
-            self.sh.metrics.redis_outbox_flushed.inc();
-        }
-        if flushed > 0 {
-            tracing::info!(events = flushed, "appended events held while Redis was away");
-        }
-        true
-    }
-
-    /// Follows `channel`'s stream from now on (subscribe, then start at its end and fill).
-    async fn join(&mut self, channel: Arc<str>) {
-        *self.topics.entry(channel.clone()).or_default() += 1;
-        self.idle.remove(&channel);
-        let key: StreamKey = Some(channel.clone());
-        if self.follows.contains_key(&key) {
-            return;
-        }
-        self.follows.insert(key.clone(), Follow::default());
-        self.sh.metrics.redis_channel_subscriptions.set(self.topics.len() as i64);
-        if self.link.get() != Link::Live || self.stale {
-            return; // the catch-up subscribes it
-        }
-        let route = self.sh.keys.route(Some(&channel));
-        let sub = &self.sh.subscriber;
-        let r = if route.sharded {
-            sub.ssubscribe(route.topic.as_str()).await
-        } else {
-            sub.subscribe(route.topic.as_str()).await
-        };
-        let ok = match r {
-            Ok(()) => match self.check_stream(&key, false, true).await {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, channel = %channel, "could not start following a channel");
-                    false
-                }
-            },
-            Err(e) => {
-                tracing::debug!(error = %e, channel = %channel, "channel subscribe failed; retried on reconnect");
-                false
-            }
-        };
-        if !ok {
-            self.stale = true;
-        }
-    }
-
-    /// Stops following channels nobody here joined again within the unsubscribe delay.
-    async fn expire_topics(&mut self) {
-        if self.idle.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        let due: Vec<Arc<str>> = self
-            .idle
-            .iter()
-            .filter(|(_, at)| now >= **at + self.unsubscribe_delay)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in due {
-            self.idle.remove(&name);
-            self.topics.remove(&name);
-            let key: StreamKey = Some(name.clone());
-            self.follows.remove(&key);
-            self.positions.send_if_modified(|p| {
-                p.remove(&key);
-                false
-            });
-            self.pending.retain(|_, (s, _)| *s != key);
-            let route = self.sh.keys.route(Some(&name));
-            let r = if route.sharded {
-                self.sh.subscriber.sunsubscribe(route.topic.as_str()).await
-            } else {
-                self.sh.subscriber.unsubscribe(route.topic.as_str()).await
-            };
-            if let Err(e) = r {
-                tracing::debug!(error = %e, channel = %name, "channel unsubscribe failed");
-            }
-        }
-        self.sh.metrics.redis_channel_subscriptions.set(self.topics.len() as i64);
     }
 }
 
