@@ -13,9 +13,12 @@
 //! - [`channel`]: channel names, who may join them (the token's `channels` claim), refusals.
 //! - [`event`]: `Event`, its audience, the publish body parser, the frame encoding.
 //! - [`idempotency`]: `Idempotency-Key` validation, body fingerprint, the local key store.
-//! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee) and its implementations.
+//! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee and what `recovered: true`
+//!   promises) and `Fleet` (presence, totals); the memory broker and the Redis broker (`broker/redis/`:
+//!   one relay task owns delivery state; keys, wire format, Lua scripts, outbox, routing, fleet).
 //! - [`history`]: stream ids (`<ms>-<seq>`), the memory history ring, what a resume replays.
-//! - [`hub`]: the local registry (user → connections), counts, `deliver(event)`: encode once, queue everywhere.
+//! - [`hub`]: the local registry (user → connections), counts; brokers submit frames encoded once
+//!   (where the event entered history) and the dispatcher queues the same bytes everywhere.
 //! - [`limits`]: connection caps (instance, user, IP), upgrade and message rates, the client IP behind trusted proxies.
 //! - [`outbox`]: the bounded per-connection queue; overflow closes with 1013.
 //! - [`session`]: one WebSocket connection: register, select over outbox/reads/timer, teardown.
