@@ -432,3 +432,69 @@ async fn an_event_accepted_during_an_outage_has_a_provisional_id() {
     assert_eq!(from_stream.recovered(), Some(&json!(true)), "{}", from_stream.connected);
     assert_eq!(from_stream.read_seqs(2).await, [1, 2]);
 }
+
+/// Redis loses entries without a new data set (what a Sentinel failover to a replica that
+/// lacked the newest writes does): the stream's entries vanish, the epoch stays. Each
+/// instance finds on its next (re)connect that the entry it delivered last is gone, writes a
+/// loss marker, and every connection is told to resync; the id clock moves past the lost
+/// ids, a resume from before the loss is refused, one from after it recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_lost_without_a_new_epoch_are_marked_and_told() {
+    let redis = RedisServer::start().await;
+    let gws = fleet(&redis, 2, &[]).await;
+    let token = publish_token(&gws[0].secret);
+    let mut clients = [connect_user(&gws[0], "a").await, connect_user(&gws[1], "b").await];
+    let first = publish_ok(&gws[0], &token, seq_event("e", 0, 0)).await;
+    let lost = publish_ok(&gws[1], &token, seq_event("e", 1, 0)).await;
+    for c in &mut clients {
+        assert_eq!(c.read_seqs(2).await, [0, 1]);
+    }
+    // The stream loses its entries, the epoch key stays; then every connection is dropped, so
+    // the instances reconnect and check.
+    assert_eq!(redis.cli(&["DEL", STREAM]).await, "1");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await;
+    for (i, c) in clients.iter_mut().enumerate() {
+        let v = c.next_json(STEP).await;
+        assert_eq!((&v["type"], &v["reason"]), (&json!("resync"), &json!("redis_data_lost")), "client {i}: {v}");
+    }
+    for g in &gws {
+        g.wait_redis_state("connected").await;
+        assert!(g.metric("wsgate_resyncs_total{reason=\"redis_data_lost\"}").await >= 1.0);
+    }
+    let markers: f64 = join_all(gws.iter().map(|g| g.metric("wsgate_redis_loss_markers_total"))).await.iter().sum();
+    assert!(markers >= 1.0, "no loss marker written");
+    // New ids come after the lost ones, and the fleet carries on.
+    let next = publish_ok(&gws[0], &token, seq_event("e", 2, 0)).await;
+    assert!(stream_id(&next) > stream_id(&lost), "{next} reuses the lost range (lost {lost})");
+    for c in &mut clients {
+        let v = c.next_json(STEP).await;
+        assert_eq!(v["data"]["seq"], 2, "{v}");
+        c.expect_quiet(QUIET).await;
+    }
+    // Ids from before the loss cannot be resumed from; an id after it can.
+    for since in [&first, &lost] {
+        let c = connect_since(&gws[1], "a", since).await;
+        assert_eq!(c.recovered(), Some(&json!(false)), "since={since}: {}", c.connected);
+    }
+    publish_ok(&gws[1], &token, seq_event("e", 3, 0)).await;
+    let mut c = connect_since(&gws[1], "a", &next).await;
+    assert_eq!(c.recovered(), Some(&json!(true)), "since={next}: {}", c.connected);
+    assert_eq!(c.read_seqs(1).await, [3]);
+}
+
+/// A publish in the first moment after the process starts waits for Redis instead of being
+/// held like an outage: it gets a stream id, and `/ready` said 503 until the instance followed
+/// the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_at_start_up_waits_for_redis_and_gets_a_stream_id() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let gw = Gateway::start(&[("REDIS_URL", url.as_str()), ("HEARTBEAT_INTERVAL_MS", HB)]).await;
+    let token = publish_token(&gw.secret);
+    let id = publish_ok(&gw, &token, seq_event("e", 0, 0)).await;
+    stream_id(&id);
+    assert_eq!(gw.metric("wsgate_redis_outbox_flushed_total").await, 0.0, "the start-up publish was held");
+    assert_eq!(gw.get_json("/ready").await.0, 200);
+    assert!(!gw.logs().contains("Redis connection lost"), "{}", gw.logs());
+}

@@ -232,6 +232,9 @@ impl RedisBroker {
 
     /// Waits (bounded by the start-up wait) until the link is past `Starting`.
     async fn wait_started(&self) {
+        if self.link() != Link::Starting {
+            return;
+        }
         let mut rx = self.link.clone();
         // The relay moves to LocalOnly on its first tick after the deadline.
         let until = self.startup_deadline + Duration::from_millis(500);

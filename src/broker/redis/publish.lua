@@ -1,5 +1,6 @@
 -- Appends one event to its stream and publishes it, atomically (an event is in both or in
--- neither), honouring an idempotency key. See wire.rs for the entry and message formats.
+-- neither), honouring an idempotency key. See wire.rs for the entry and message formats;
+-- clock.lua (prepended) gives the id.
 --
 -- KEYS: 1 stream, 2 idempotency key (the stream again when there is none), 3 id clock, 4 epoch.
 -- ARGV: 1 topic, 2 PUBLISH or SPUBLISH, 3 MAXLEN (~), 4 max age in ms (0: none),
@@ -31,24 +32,7 @@ if ARGV[5] ~= '' then
   end
 end
 redis.call('SET', KEYS[4], ARGV[12], 'NX')
-local function parse(x)
-  local d = string.find(x, '-', 1, true)
-  return tonumber(string.sub(x, 1, d - 1)), tonumber(string.sub(x, d + 1))
-end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-local prev = '0-0'
-if #last > 0 then prev = last[1][1] end
-local t = redis.call('TIME')
-local ms, seq = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 0
-local clock = redis.call('GET', KEYS[3])
-if clock then
-  local cm, cs = parse(clock)
-  if cm > ms or (cm == ms and cs >= seq) then ms, seq = cm, cs + 1 end
-end
-local pm, ps = parse(prev)
-if pm > ms or (pm == ms and ps >= seq) then ms, seq = pm, ps + 1 end
-local id = string.format('%.0f-%.0f', ms, seq)
-redis.call('SET', KEYS[3], id)
+local id, prev, now = next_id(KEYS[1], KEYS[3], '0-0')
 local frame = '{"id":"' .. id .. '",' .. ARGV[11]
 local entry = {'f', frame, 'i', ARGV[7]}
 local header = '{"sid":"' .. id .. '","prev":"' .. prev .. '","eid":"' .. ARGV[7] .. '"'
@@ -63,7 +47,7 @@ end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, unpack(entry))
 local age = tonumber(ARGV[4])
 if age > 0 then
-  local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - age
+  local cutoff = now - age
   if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', cutoff) end
 end
 redis.call(ARGV[2], ARGV[1], header .. ',"f":' .. frame .. '}')

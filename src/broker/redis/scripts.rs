@@ -9,8 +9,9 @@ use super::wire::{stream_entries, Entry};
 use crate::history::StreamId;
 use crate::idempotency::IdemKey;
 
-const PUBLISH: &str = include_str!("publish.lua");
-const MARK: &str = include_str!("mark.lua");
+/// Both scripts that append take their ids from `clock.lua`, prepended.
+const PUBLISH: &str = concat!(include_str!("clock.lua"), include_str!("publish.lua"));
+const MARK: &str = concat!(include_str!("clock.lua"), include_str!("mark.lua"));
 const CHECK: &str = include_str!("check.lua");
 const REPLAY: &str = include_str!("replay.lua");
 
