@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::protocol::EventFrame;
+pub use crate::protocol::FRAME_HEAD;
+
 /// Longest `type`, in characters.
 pub const MAX_TYPE_CHARS: usize = 128;
 /// Most users one event may name. Bounds the work one request can cause.
@@ -65,19 +68,6 @@ pub struct Event {
     pub audience: Audience,
 }
 
-/// The client-facing frame: `{"id","type","channel"?,"data","ts"}` (`id` first: see
-/// [`crate::history::frame_position`]).
-#[derive(Serialize)]
-struct Frame<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    channel: Option<&'a str>,
-    data: &'a RawValue,
-    ts: u64,
-}
-
 impl Event {
     /// Encodes the frame payload. Called once per event per instance.
     pub fn frame(&self) -> Utf8Bytes {
@@ -85,7 +75,8 @@ impl Event {
     }
 
     fn frame_with_id(&self, id: &str) -> String {
-        let frame = Frame { id, kind: &self.kind, channel: self.audience.channel(), data: &self.data, ts: self.ts };
+        let frame =
+            EventFrame { id, kind: &self.kind, channel: self.audience.channel(), data: &self.data, ts: self.ts };
         // Serialising borrowed strings and a RawValue cannot fail.
         serde_json::to_string(&frame).unwrap_or_default()
     }
@@ -103,9 +94,6 @@ impl Event {
         Dispatch { frame: self.frame(), audience: self.audience.clone(), ts: self.ts }
     }
 }
-
-/// How every event frame starts, before its id.
-pub const FRAME_HEAD: &str = r#"{"id":""#;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

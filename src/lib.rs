@@ -21,6 +21,7 @@
 //!   (where the event entered history) and the dispatcher queues the same bytes everywhere.
 //! - [`limits`]: connection caps (instance, user, IP), upgrade and message rates, the client IP behind trusted proxies.
 //! - [`outbox`]: the bounded per-connection queue; overflow closes with 1013.
+//! - [`protocol`]: the client wire protocol: every frame the server sends, every message it accepts.
 //! - [`session`]: one WebSocket connection: register, select over outbox/reads/timer, teardown.
 //! - [`disconnect`]: why a connection ended → close code, reason text, metric label.
 //! - [`stats`]: the `/ws/stats` and `/health` bodies.
@@ -45,5 +46,6 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod protocol;
 pub mod session;
 pub mod stats;

@@ -24,6 +24,7 @@ use crate::history::{frame_route, Replay, StreamId};
 use crate::hub::{Hub, Registration};
 use crate::limits::MessageBudget;
 use crate::outbox::{Drained, Push};
+use crate::protocol::{error_frame, parse_request, ChannelOp, Request, ServerFrame};
 
 pub type Socket = WebSocketStream<TcpStream>;
 
@@ -70,15 +71,6 @@ struct Conn<'a> {
     s: &'a SessionSettings,
 }
 
-/// A channel request read from the client; `Err` holds a `channel` that is not a string.
-#[derive(Debug)]
-pub enum ChannelOp {
-    Subscribe(Result<String, serde_json::Value>),
-    Unsubscribe(Result<String, serde_json::Value>),
-}
-
-const PONG: &str = r#"{"type":"pong"}"#;
-
 /// Runs a connection to its end.
 pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: Peer, settings: SessionSettings) {
     let started = Instant::now();
@@ -106,24 +98,23 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
         Some(since) => Some(broker.replay(since, &peer.user, &joined).await),
         None => None,
     };
-    let mut hello = serde_json::json!({
-        "type": "connected",
-        "connection_id": conn_id,
-        "user": peer.user,
-        "instance_id": hub.instance_id(),
-    });
     // Where this connection starts in the stream: a client that gets no event before it drops
     // resumes from here.
-    if let Some(position) = broker.position(&joined).await {
-        hello["last_id"] = position.into();
+    let position = broker.position(&joined).await;
+    let recovered = replay.as_ref().map(|r| matches!(r, Replay::Recovered { .. }));
+    if let Some(r) = recovered {
+        hub.metrics().resume(r);
     }
-    if let Some(r) = &replay {
-        let recovered = matches!(r, Replay::Recovered { .. });
-        hub.metrics().resume(recovered);
-        hello["recovered"] = recovered.into();
+    let hello = ServerFrame::Connected {
+        connection_id: &conn_id,
+        user: &peer.user,
+        instance_id: hub.instance_id(),
+        last_id: position.as_deref(),
+        recovered,
     }
+    .encode();
     // The first frames, written before anything from the outbox: events queued meanwhile wait.
-    let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::text(hello.to_string()))).await {
+    let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::Text(hello))).await {
         Ok(Ok(())) => {
             // Then the answers to `channels=`, the missed events, and live ones.
             let answered = tokio::time::timeout(settings.write_timeout, write_batch(&mut ws, &mut answers)).await;
@@ -363,7 +354,7 @@ impl Conn<'_> {
                 if new {
                     self.broker.join(name).await;
                 }
-                (channel_frame("subscribed", name), true)
+                (ServerFrame::Subscribed { channel: name }.encode(), true)
             }
             Err(refusal) => {
                 hub.metrics().channel_refused(refusal);
@@ -379,7 +370,7 @@ impl Conn<'_> {
                 if self.hub.unsubscribe(self.reg.id, &name) {
                     self.broker.leave(&name).await;
                 }
-                channel_frame("unsubscribed", &name)
+                ServerFrame::Unsubscribed { channel: &name }.encode()
             }
             ChannelOp::Unsubscribe(Ok(name)) => self.refuse(&serde_json::Value::from(name)),
             ChannelOp::Subscribe(Err(raw)) | ChannelOp::Unsubscribe(Err(raw)) => self.refuse(&raw),
@@ -392,14 +383,9 @@ impl Conn<'_> {
     }
 }
 
-fn channel_frame(kind: &str, name: &str) -> Utf8Bytes {
-    Utf8Bytes::from(serde_json::json!({"type": kind, "channel": name}).to_string())
-}
-
 fn refusal_frame(r: Refusal, channel: &serde_json::Value, max_channels: usize) -> Utf8Bytes {
-    let v =
-        serde_json::json!({"type": "error", "channel": channel, "error": r.code(), "message": r.message(max_channels)});
-    Utf8Bytes::from(v.to_string())
+    let message = r.message(max_channels);
+    ServerFrame::Error { channel: Some(channel), error: r.code(), message: &message }.encode()
 }
 
 /// Handles every complete message already readable, without waiting; channel requests (which
@@ -458,73 +444,5 @@ fn classify(e: WsError) -> Disconnect {
         WsError::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionReset => Disconnect::ClientClosed,
         WsError::Protocol(_) | WsError::Utf8(_) => Disconnect::Policy,
         _ => Disconnect::Error,
-    }
-}
-
-/// A client's text message.
-#[derive(Debug)]
-pub enum Request {
-    /// Answered at once.
-    Reply(Utf8Bytes),
-    Channel(ChannelOp),
-}
-
-/// Parses a client's text message (public for the fuzz target; never panics).
-pub fn parse_request(text: &str) -> Request {
-    #[derive(serde::Deserialize)]
-    struct ClientMessage<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: Option<std::borrow::Cow<'a, str>>,
-        #[serde(default)]
-        channel: serde_json::Value,
-    }
-    let name = |v: serde_json::Value| match v {
-        serde_json::Value::String(s) => Ok(s),
-        other => Err(other),
-    };
-    let reply = match serde_json::from_str::<ClientMessage>(text) {
-        Ok(ClientMessage { kind: Some(k), .. }) if k == "ping" => Utf8Bytes::from_static(PONG),
-        Ok(ClientMessage { kind: Some(k), channel }) if k == "subscribe" => {
-            return Request::Channel(ChannelOp::Subscribe(name(channel)))
-        }
-        Ok(ClientMessage { kind: Some(k), channel }) if k == "unsubscribe" => {
-            return Request::Channel(ChannelOp::Unsubscribe(name(channel)))
-        }
-        Ok(ClientMessage { kind: Some(k), .. }) => error_frame(
-            "unknown_type",
-            &format!("unknown message type {k:?}; supported: \"ping\", \"subscribe\", \"unsubscribe\""),
-        ),
-        Ok(ClientMessage { kind: None, .. }) => error_frame("invalid_message", "message lacks a string \"type\""),
-        Err(_) => error_frame("invalid_message", "messages must be JSON objects with a \"type\""),
-    };
-    Request::Reply(reply)
-}
-
-fn error_frame(code: &str, message: &str) -> Utf8Bytes {
-    Utf8Bytes::from(serde_json::json!({"type": "error", "error": code, "message": message}).to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reply(text: &str) -> String {
-        match parse_request(text) {
-            Request::Reply(r) => r.as_str().to_string(),
-            Request::Channel(ChannelOp::Subscribe(c)) => format!("subscribe {c:?}"),
-            Request::Channel(ChannelOp::Unsubscribe(c)) => format!("unsubscribe {c:?}"),
-        }
-    }
-
-    #[test]
-    fn client_messages() {
-        assert_eq!(reply(r#"{"type":"ping"}"#), PONG);
-        assert!(reply(r#"{"type":"nope"}"#).contains("unknown_type"));
-        assert!(reply("hello").contains("invalid_message"));
-        assert!(reply(r#"{"type":3}"#).contains("invalid_message"));
-        assert_eq!(reply(r#"{"type":"subscribe","channel":"a:1"}"#), r#"subscribe Ok("a:1")"#);
-        assert_eq!(reply(r#"{"type":"unsubscribe","channel":"a:1"}"#), r#"unsubscribe Ok("a:1")"#);
-        assert_eq!(reply(r#"{"type":"subscribe","channel":5}"#), "subscribe Err(Number(5))");
-        assert_eq!(reply(r#"{"type":"subscribe"}"#), "subscribe Err(Null)");
     }
 }

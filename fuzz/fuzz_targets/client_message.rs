@@ -1,9 +1,9 @@
-//! A client's WebSocket text message: `session::parse_request`. WebSocket text frames are
+//! A client's WebSocket text message: `protocol::parse_request`. WebSocket text frames are
 //! UTF-8 (tungstenite refuses others), so non-UTF-8 inputs are skipped.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::session::{parse_request, ChannelOp, Request};
+use wsgate::protocol::{parse_request, ChannelOp, Request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

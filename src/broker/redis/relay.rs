@@ -45,6 +45,7 @@ use crate::event::{now_ms, Audience, Dispatch, Event, FRAME_HEAD};
 use crate::history::StreamId;
 use crate::hub::{HubClosed, Submitter};
 use crate::idempotency::IdemKey;
+use crate::protocol::ServerFrame;
 
 /// How often the link state is sampled and channel unsubscriptions fall due.
 const TICK: Duration = Duration::from_millis(100);
@@ -101,7 +102,7 @@ fn frame(id: &str, tail: &str) -> Utf8Bytes {
 }
 
 fn resync_frame(reason: &str) -> Utf8Bytes {
-    Utf8Bytes::from(serde_json::json!({"type": "resync", "reason": reason}).to_string())
+    ServerFrame::Resync { reason }.encode()
 }
 
 /// Why connections are told to resync. The strings are the `reason` of the frame.
@@ -399,9 +400,8 @@ impl Relay {
             Some(_) => true,
             None => false,
         };
-        if cursor.is_none() {
-            self.set_position(key, start);
-        }
+        // Where connections registered from now on start (ZERO, after a new epoch: none yet).
+        self.set_position(key, start);
         self.fill(key, None).await?;
         Ok(told_now)
     }
