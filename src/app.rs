@@ -6,11 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,34 +22,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::outbox::Limits;
 use crate::session::SessionSettings;
-
-type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
-
-/// Everything a request handler needs; one per instance.
-pub struct AppState {
-    pub cfg: Config,
-    pub hub: Arc<Hub>,
-    pub broker: Arc<dyn Broker>,
-    /// Presence and fleet totals (the same object as `broker`, seen from the other side).
-    pub fleet: Arc<dyn Fleet>,
-    pub auth: Authenticator,
-    pub metrics: Arc<Metrics>,
-    pub ids: IdGenerator,
-    /// Per token subject; `None` when `PUBLISH_RATE_PER_SEC=0`.
-    limiter: Option<KeyedLimiter>,
-    /// Connection caps and the upgrade rate per client IP.
-    pub conn_limits: Arc<crate::limits::Limiter>,
-    /// Set on SIGTERM: `/ready` answers 503 and upgrades are refused.
-    pub draining: AtomicBool,
-    pub started: Instant,
-    /// Every WebSocket session task, so the drain can wait for their closing handshakes.
-    pub sessions: TaskTracker,
-    pub session_settings: SessionSettings,
-    pub ws_config: WebSocketConfig,
-    /// The runtime that runs sessions, the dispatcher and the broker: the one `AppState::new`
-    /// was called on. HTTP may run on another (see [`run_with`]).
-    pub session_rt: tokio::runtime::Handle,
-}
+pub use crate::state::{ws_config, AppState};
 
 impl AppState {
     /// Builds the state with the broker the config asks for: Redis when `REDIS_URL` is set,
@@ -124,29 +94,6 @@ impl AppState {
             session_rt: tokio::runtime::Handle::current(),
         }))
     }
-
-    /// `Some(wait)` when `subject` has used up its publish budget.
-    pub fn rate_limited(&self, subject: &str) -> Option<Duration> {
-        let limiter = self.limiter.as_ref()?;
-        match limiter.check_key(&subject.to_string()) {
-            Ok(()) => None,
-            Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
-        }
-    }
-}
-
-/// tungstenite's buffers, sized for many mostly idle sockets. Its defaults (128 KiB read and
-/// write buffers) cost ~137 KB per socket once a frame has been read. The read buffer is
-/// allocated for every socket: 2 KiB (`WS_READ_BUFFER_BYTES`) measured 5.7 KB of gateway
-/// memory per idle connection, 4 KiB 7.8 KB. The write buffer only grows while writing; the
-/// cap lets it hold one event as large as a publisher may send, plus the frame envelope.
-pub fn ws_config(cfg: &Config) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(cfg.ws_read_buffer_bytes)
-        .write_buffer_size(cfg.ws_write_buffer_bytes)
-        .max_write_buffer_size(cfg.ws_write_buffer_bytes + cfg.max_body_bytes + 64 * 1024)
-        .max_message_size(Some(cfg.max_message_bytes))
-        .max_frame_size(Some(cfg.max_message_bytes))
 }
 
 /// Runs an instance on `listener` until `shutdown` resolves, then drains and returns.

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, JwtKey};
 use crate::jwks::Jwks;
+use crate::jwt_key::public_key;
 
 /// How long [`Authenticator::verify_async`] waits for a JWKS refetch before refusing a token
 /// whose `kid` is unknown.
@@ -164,21 +165,6 @@ enum Attempt {
     NoKey {
         refetch: bool,
     },
-}
-
-/// Checks that a PEM holds an RSA or EC public key jsonwebtoken can use.
-pub fn check_public_key(pem: &[u8]) -> Result<(), String> {
-    public_key(pem).map(|_| ())
-}
-
-fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
-    if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((k, Algorithm::RS256));
-    }
-    if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-        return Ok((k, Algorithm::ES256));
-    }
-    Err("not a PEM-encoded RSA or EC (P-256) public key".into())
 }
 
 /// The claim rules of the configuration, for tokens signed with `alg`.

@@ -15,7 +15,27 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Args, Config};
+
+/// Command-line interface. `wsgate --help` prints every setting with its environment name.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "wsgate",
+    version,
+    about = "WebSocket fan-out gateway: backends POST events, browsers receive them.",
+    long_about = "WebSocket fan-out gateway.\n\nBrowsers connect to GET /ws/tasks?token=<JWT> and \
+                  receive JSON events; backends POST /api/events with a service token. With \
+                  REDIS_URL set, instances share one audience through Redis. Every flag can be \
+                  set through the environment variable shown in brackets; the flag wins."
+)]
+pub struct Cli {
+    /// An operator subcommand; without one, the gateway runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub settings: Args,
+}
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {

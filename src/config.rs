@@ -19,22 +19,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Command-line interface. `wsgate --help` prints every setting with its environment name.
+/// The gateway's settings, each a flag with an environment variable behind it (the flag
+/// wins). The command line around them (subcommands, `--help` text) is [`crate::cli::Cli`].
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "wsgate",
-    version,
-    about = "WebSocket fan-out gateway: backends POST events, browsers receive them.",
-    long_about = "WebSocket fan-out gateway.\n\nBrowsers connect to GET /ws/tasks?token=<JWT> and \
-                  receive JSON events; backends POST /api/events with a service token. With \
-                  REDIS_URL set, instances share one audience through Redis. Every flag can be \
-                  set through the environment variable shown in brackets; the flag wins."
-)]
+#[command(name = "wsgate", version)]
 pub struct Args {
-    /// An operator subcommand; without one, the gateway runs.
-    #[command(subcommand)]
-    pub command: Option<crate::cli::Command>,
-
     /// HTTP and WebSocket listener address.
     #[arg(long, env = "LISTEN_ADDR", value_name = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,
@@ -421,7 +410,7 @@ impl Config {
             (None, Some(path)) => {
                 let pem = std::fs::read(path)
                     .map_err(|e| bad("JWT_PUBLIC_KEY_FILE", format!("cannot read {}: {e}", path.display())))?;
-                crate::auth::check_public_key(&pem).map_err(|e| bad("JWT_PUBLIC_KEY_FILE", e))?;
+                crate::jwt_key::check_public_key(&pem).map_err(|e| bad("JWT_PUBLIC_KEY_FILE", e))?;
                 JwtKey::PublicKeyPem(pem)
             }
             // Validated with the rest of the JWKS settings below.

@@ -27,13 +27,13 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::AppState;
 use crate::auth::{query_param, token_from_parts, AuthError};
 use crate::broker::{PublishError, PublishOptions};
 use crate::event::{now_ms, Event, PublishRequest};
 use crate::idempotency;
 use crate::limits::{client_ip, Refusal as LimitRefusal};
 use crate::session::{self, Peer};
+use crate::state::AppState;
 use crate::stats;
 
 pub type Body = Full<Bytes>;

@@ -7,8 +7,11 @@
 //!
 //! - [`config`]: flags and environment variables → a validated `Config`; bad values name the setting.
 //! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
+//! - [`state`]: `AppState`, what every handler and session shares (apart from `app`, so HTTP
+//!   depends on the state and not on the app).
 //! - [`http`]: hyper accept loop, routing, the publish endpoint, the WebSocket upgrade; JSON errors.
 //! - [`auth`]: JWT → `Claims`; typed `AuthError` whose reason is a metric label.
+//! - [`jwt_key`]: PEM public keys (RS256/ES256), for the settings check and for verification.
 //! - [`jwks`]: `JWT_JWKS_URL`: the key set, fetched, cached, refreshed, picked by `kid`.
 //! - [`channel`]: channel names, who may join them (the token's `channels` claim), refusals.
 //! - [`event`]: `Event`, its audience, the publish body parser, the frame encoding.
@@ -42,10 +45,12 @@ pub mod http;
 pub mod hub;
 pub mod idempotency;
 pub mod jwks;
+pub mod jwt_key;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod session;
+pub mod state;
 pub mod stats;

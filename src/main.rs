@@ -3,16 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use wsgate::config::{Args, Config};
+use wsgate::cli::Cli;
+use wsgate::config::Config;
 
 /// mimalloc instead of glibc malloc: see the commit that added it for the measurements.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let mut args = Args::parse();
-    let command = args.command.take();
-    let cfg = match Config::from_args(args) {
+    let Cli { command, settings } = Cli::parse();
+    let cfg = match Config::from_args(settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wsgate: {e}");

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// `GET /ws/stats`: this instance's counts and the fleet's totals.
 pub async fn ws_stats(st: &AppState) -> Value {

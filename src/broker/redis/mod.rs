@@ -12,8 +12,8 @@
 //! - [`relay`]: the task that owns delivery state: cursors, epochs, own events in flight, the
 //!   outage outbox, channel subscriptions; it documents how gaps, outages and lost data are
 //!   handled;
-//! - [`held`]: the outage outbox, and how the relay holds and flushes it; [`routing`]: which
-//!   channels an instance follows; [`supervisor`]: the link state;
+//! - [`held`]: the outage outbox; [`outage`]: how the relay holds and flushes it; [`routing`]:
+//!   which channels an instance follows; [`supervisor`]: the link state;
 //! - [`fleet`]: heartbeats and totals; [`presence`]: who is in a channel, fleet-wide.
 //!
 //! # Start-up
@@ -53,6 +53,7 @@
 mod fleet;
 mod held;
 mod keys;
+mod outage;
 mod presence;
 mod relay;
 mod routing;

@@ -1,0 +1,74 @@
+//! The state every request handler and session shares: one per instance. Built and wired by
+//! [`crate::app`]; read by [`crate::http`] and [`crate::stats`] (which is why it lives apart
+//! from both: no module here imports the app).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::RateLimiter;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::broker::{Broker, Fleet};
+use crate::config::Config;
+use crate::event::IdGenerator;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::session::SessionSettings;
+
+pub(crate) type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+/// Everything a request handler needs; one per instance.
+pub struct AppState {
+    pub cfg: Config,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<dyn Broker>,
+    /// Presence and fleet totals (the same object as `broker`, seen from the other side).
+    pub fleet: Arc<dyn Fleet>,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub ids: IdGenerator,
+    /// Per token subject; `None` when `PUBLISH_RATE_PER_SEC=0`.
+    pub(crate) limiter: Option<KeyedLimiter>,
+    /// Connection caps and the upgrade rate per client IP.
+    pub conn_limits: Arc<crate::limits::Limiter>,
+    /// Set on SIGTERM: `/ready` answers 503 and upgrades are refused.
+    pub draining: AtomicBool,
+    pub started: Instant,
+    /// Every WebSocket session task, so the drain can wait for their closing handshakes.
+    pub sessions: TaskTracker,
+    pub session_settings: SessionSettings,
+    pub ws_config: WebSocketConfig,
+    /// The runtime that runs sessions, the dispatcher and the broker: the one `AppState::new`
+    /// was called on. HTTP may run on another (see [`crate::app::run_with`]).
+    pub session_rt: tokio::runtime::Handle,
+}
+
+impl AppState {
+    /// `Some(wait)` when `subject` has used up its publish budget.
+    pub fn rate_limited(&self, subject: &str) -> Option<Duration> {
+        let limiter = self.limiter.as_ref()?;
+        match limiter.check_key(&subject.to_string()) {
+            Ok(()) => None,
+            Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
+        }
+    }
+}
+
+/// tungstenite's buffers, sized for many mostly idle sockets. Its defaults (128 KiB read and
+/// write buffers) cost ~137 KB per socket once a frame has been read. The read buffer is
+/// allocated for every socket: 2 KiB (`WS_READ_BUFFER_BYTES`) measured 5.7 KB of gateway
+/// memory per idle connection, 4 KiB 7.8 KB. The write buffer only grows while writing; the
+/// cap lets it hold one event as large as a publisher may send, plus the frame envelope.
+pub fn ws_config(cfg: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer_bytes)
+        .write_buffer_size(cfg.ws_write_buffer_bytes)
+        .max_write_buffer_size(cfg.ws_write_buffer_bytes + cfg.max_body_bytes + 64 * 1024)
+        .max_message_size(Some(cfg.max_message_bytes))
+        .max_frame_size(Some(cfg.max_message_bytes))
+}
