@@ -196,13 +196,11 @@ impl MemoryHistory {
         (self.limits.max_events > 0).then_some(self.last)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ring.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
-    }
 }
 
 #[cfg(test)]

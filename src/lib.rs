@@ -32,25 +32,37 @@
 //! - [`logging`]: tracing set-up (text or JSON).
 //! - [`cli`]: operator subcommands (`token`, `publish`, `listen`, `stats`).
 
+// The public surface: what the binary, the integration tests and the fuzz targets use.
 pub mod app;
 pub mod auth;
-pub mod broker;
-pub mod channel;
 pub mod cli;
 pub mod config;
-pub mod disconnect;
-pub mod event;
-pub mod history;
-pub mod http;
-pub mod hub;
-pub mod idempotency;
-pub mod jwks;
-pub mod jwt_key;
-pub mod limits;
 pub mod logging;
-pub mod metrics;
-pub mod outbox;
-pub mod protocol;
-pub mod session;
-pub mod state;
-pub mod stats;
+
+mod broker;
+mod channel;
+mod disconnect;
+mod event;
+mod history;
+mod http;
+mod hub;
+mod idempotency;
+mod jwks;
+mod jwt_key;
+mod limits;
+mod metrics;
+mod outbox;
+mod protocol;
+mod session;
+mod state;
+mod stats;
+
+/// The decoders the fuzz targets (`fuzz/`) drive: every parser of untrusted input, and what
+/// checks its output. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::broker::redis::decode_for_fuzzing as decode_redis_message;
+    pub use crate::channel::valid_name;
+    pub use crate::event::{Audience, Event, PublishRequest, MAX_TYPE_CHARS, MAX_USERS};
+    pub use crate::protocol::{parse_request, ChannelOp, Request};
+}

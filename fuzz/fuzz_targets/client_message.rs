@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::protocol::{parse_request, ChannelOp, Request};
+use wsgate::fuzzing::{parse_request, ChannelOp, Request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         Request::Channel(ChannelOp::Subscribe(c) | ChannelOp::Unsubscribe(c)) => {
             // The session validates the name next; do what it does.
             if let Ok(name) = c {
-                let _ = wsgate::channel::valid_name(&name);
+                let _ = wsgate::fuzzing::valid_name(&name);
             }
         }
     }

@@ -3,17 +3,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::event::{Audience, Event, PublishRequest};
+use wsgate::fuzzing::{Audience, Event, PublishRequest};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = PublishRequest::parse(data) else { return };
     // What parse promises about an accepted body.
-    assert!(!req.kind.is_empty() && req.kind.chars().count() <= wsgate::event::MAX_TYPE_CHARS);
+    assert!(!req.kind.is_empty() && req.kind.chars().count() <= wsgate::fuzzing::MAX_TYPE_CHARS);
     match &req.audience {
         Audience::All => {}
-        Audience::Channel(c) => assert!(wsgate::channel::valid_name(c)),
+        Audience::Channel(c) => assert!(wsgate::fuzzing::valid_name(c)),
         Audience::Users(u) => {
-            assert!(!u.is_empty() && u.len() <= wsgate::event::MAX_USERS);
+            assert!(!u.is_empty() && u.len() <= wsgate::fuzzing::MAX_USERS);
             assert!(u.windows(2).all(|w| w[0] < w[1]), "users sorted and deduplicated");
         }
     }
