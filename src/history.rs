@@ -200,7 +200,6 @@ impl MemoryHistory {
     pub fn len(&self) -> usize {
         self.ring.len()
     }
-
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ use self::held::Held;
 use self::keys::{Keys, StreamKey};
 use self::presence::Presence;
 use self::relay::{Cmd, Own, Positions, Relay, RelayParts};
-use self::scripts::{Append, Appended, Scripts};
+use self::scripts::{Append, Appended, Lookup, Scripts};
 use self::supervisor::{Link, Supervisor};
 pub use self::wire::decode_for_fuzzing;
 use self::wire::Body;
@@ -115,7 +115,8 @@ pub(crate) struct Shared {
 }
 
 /// Errors after which the command may not have reached Redis (connection trouble), as opposed
-/// to Redis refusing it.
+/// to Redis refusing it. (Callers also count any error while the link is down: fred reports
+/// some of those as `Unknown`, e.g. "Failed to route command".)
 fn is_transient(e: &Error) -> bool {
     matches!(
         e.kind(),
@@ -293,7 +294,7 @@ impl RedisBroker {
             eid: &event.id,
             users: users.as_deref(),
             held: false,
-            uncertain: false,
+            lookup: Lookup::No,
             key: opts.idempotency.as_ref(),
         };
         match self.sh.scripts.append(&self.sh.publisher, a).await {
@@ -304,8 +305,9 @@ impl RedisBroker {
                 Ok(Published { id: sid.to_string(), replayed: false })
             }
             Ok(Appended::Duplicate(id)) => Ok(Published { id, replayed: true }),
+            Ok(Appended::Found(id)) => Ok(Published { id, replayed: false }),
             Ok(Appended::Conflict) => Err(PublishError::KeyReused),
-            Err(e) if is_transient(&e) => {
+            Err(e) if is_transient(&e) || !self.sh.publisher.is_connected() => {
                 tracing::debug!(error = %e, "Redis publish failed; holding the event");
                 self.sh.metrics.redis_publish_failures.inc();
                 self.enqueue(event, opts, true).await
@@ -422,7 +424,7 @@ impl Broker for RedisBroker {
                     Body::Event { frame, users, .. } => {
                         addressed_to(&Body::audience(&users, stream), user, channels).then_some(frame)
                     }
-                    Body::Marker { .. } => None,
+                    Body::Marker { .. } | Body::Note { .. } => None,
                 })
                 .collect();
             Replay::Recovered { frames, upto }

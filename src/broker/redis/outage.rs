@@ -6,11 +6,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use fred::prelude::*;
+
 use super::held::HeldEvent;
 use super::is_transient;
 use super::keys::StreamKey;
 use super::relay::{Own, Relay};
-use super::scripts::{Append, Appended};
+use super::scripts::{Append, Appended, Lookup};
 use super::supervisor::Link;
 use crate::broker::{PublishError, Published};
 use crate::event::{Audience, Event};
@@ -39,7 +41,7 @@ impl Relay {
                 eid: &event.id,
                 users: users.as_deref(),
                 held: false,
-                uncertain,
+                lookup: if uncertain { Lookup::Yes } else { Lookup::No },
                 key: key.as_ref(),
             };
             match self.sh.scripts.append(&self.sh.publisher, a).await {
@@ -52,8 +54,10 @@ impl Relay {
                     return Ok(Published { id: sid.to_string(), replayed: false });
                 }
                 Ok(Appended::Duplicate(id)) => return Ok(Published { id, replayed: true }),
+                // The first attempt did append it: the relay delivers it from the stream.
+                Ok(Appended::Found(id)) => return Ok(Published { id, replayed: false }),
                 Ok(Appended::Conflict) => return Err(PublishError::KeyReused),
-                Err(e) if is_transient(&e) => {
+                Err(e) if is_transient(&e) || !self.sh.publisher.is_connected() => {
                     self.sh.metrics.redis_publish_failures.inc();
                     tracing::debug!(error = %e, "Redis publish failed; holding the event");
                     let _ = self.go_down().await;
@@ -115,7 +119,7 @@ impl Relay {
                 eid: &h.eid,
                 users: h.users.as_deref(),
                 held: true,
-                uncertain: h.uncertain,
+                lookup: if h.uncertain { Lookup::YesDeliveredLocally } else { Lookup::No },
                 key: h.key.as_ref(),
             };
             match self.sh.scripts.append(&self.sh.publisher, a).await {
@@ -123,7 +127,7 @@ impl Relay {
                 // accepted the same key meanwhile; a conflict: the key was used with another
                 // body. Either way the stream needs nothing more (local clients have it).
                 Ok(_) => {}
-                Err(e) if is_transient(&e) => {
+                Err(e) if is_transient(&e) || !self.sh.publisher.is_connected() => {
                     tracing::warn!(error = %e, "could not append held events to Redis; retrying");
                     self.stale = true;
                     return false;

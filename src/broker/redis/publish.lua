@@ -8,16 +8,24 @@
 --       8 '1' when the event was held during an outage and already reached the publishing
 --         instance's clients under its ULID ('0' otherwise),
 --       9 '1' to look for an entry with this ULID among the newest first (an append whose
---         reply was lost may have happened),
+--         reply was lost may have happened); '2' the same for an event the publishing instance
+--         delivered to its clients under its ULID meanwhile: if the entry is there, a note
+--         (field n = the ULID) follows it, so a resume across it is not promised,
 --       10 users as a JSON list ('' for a broadcast or a channel event),
 --       11 the frame without its opening '{"id":"<id>",', 12 a new epoch token, used if the
 --       dataset has none (a fresh or emptied Redis).
--- Returns {'new', id} | {'dup', id} | {'conflict', ''}.
-if ARGV[9] == '1' then
+-- Returns {'new', id} | {'found', id} (ARGV[9]) | {'dup', id} (the key) | {'conflict', ''}.
+if ARGV[9] ~= '0' then
   for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1000)) do
     local fields = entry[2]
     for i = 1, #fields, 2 do
-      if fields[i] == 'i' and fields[i + 1] == ARGV[7] then return {'dup', entry[1]} end
+      if fields[i] == 'i' and fields[i + 1] == ARGV[7] then
+        if ARGV[9] == '2' then
+          local note = next_id(KEYS[1], KEYS[3], '0-0')
+          redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], note, 'n', ARGV[7])
+        end
+        return {'found', entry[1]}
+      end
     end
   end
 end

@@ -57,6 +57,9 @@ const MAX_PENDING: usize = 10_000;
 /// ULIDs of events delivered ahead of the stream; bounded by the outbox in practice, capped in
 /// case the stream never brings some back (they were lost).
 const MAX_EARLY: usize = 100_000;
+/// ULIDs of the events delivered last, so that an event appended twice (a held copy and a
+/// first append thought lost that Redis ran after all) is delivered once.
+const RECENT: usize = 4096;
 
 /// What the rest of the broker asks of the relay.
 pub enum Cmd {
@@ -152,6 +155,8 @@ pub struct Relay {
     pub(super) pending: BTreeMap<(StreamId, String), (StreamKey, Own)>,
     /// ULIDs of events local clients already have (delivered early or held).
     pub(super) early: HashSet<String>,
+    /// The last [`RECENT`] ULIDs delivered, oldest first, and the same as a set.
+    recent: (std::collections::VecDeque<Arc<str>>, HashSet<Arc<str>>),
     pub(super) held: Held,
     /// Channels with local connections: each join counts one, each leave takes one.
     pub(super) topics: HashMap<Arc<str>, usize>,
@@ -188,6 +193,7 @@ impl Relay {
             follows,
             pending: BTreeMap::new(),
             early: HashSet::new(),
+            recent: Default::default(),
             held: p.held,
             topics: HashMap::new(),
             idle: HashMap::new(),
@@ -285,6 +291,22 @@ impl Relay {
             self.hub.submit(own.dispatch(&sid.to_string()), None).await?;
         }
         Ok(())
+    }
+
+    /// Records a delivered event's ULID; false when it was delivered already.
+    fn remember_delivered(&mut self, eid: String) -> bool {
+        let eid: Arc<str> = Arc::from(eid);
+        let (order, set) = &mut self.recent;
+        if !set.insert(eid.clone()) {
+            return false;
+        }
+        order.push_back(eid);
+        if order.len() > RECENT {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
     }
 
     pub(super) fn remember_early(&mut self, eid: String) {
@@ -477,11 +499,16 @@ impl Relay {
                 tracing::warn!(stream = ?stream, id = %entry.sid, reason = %reason, "a loss marker in the stream");
                 self.resync(stream.clone(), reason::label(&reason)).await
             }
+            // For resumes only.
+            Body::Note { .. } => Ok(()),
             Body::Event { eid, frame, users, held: _ } => {
                 if !self.pending.is_empty() {
                     self.pending.remove(&(entry.sid, eid.clone()));
                 }
-                if !self.early.is_empty() && self.early.remove(&eid) {
+                // Local clients have it already (delivered early, or held), or it is the same
+                // event under a second id: either way, not again.
+                let early = !self.early.is_empty() && self.early.remove(&eid);
+                if !self.remember_delivered(eid) || early {
                     return Ok(());
                 }
                 let ts = frame_ts(&frame).unwrap_or_else(now_ms);

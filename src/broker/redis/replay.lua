@@ -5,7 +5,8 @@
 -- stream (it proves `since` was given by this dataset and not lost); deleted is the newest id
 -- ever trimmed from the stream (every entry after `since` is here iff deleted <= since or
 -- `since` is present); unsure is 1 if an entry after `since` was held during an outage (the
--- client may hold it under another id) or is a loss marker; entries are those after `since`
+-- client may hold it under another id), is a note saying so of an earlier entry, or is a
+-- loss marker; entries are those after `since`
 -- (at most ARGV[2] + 1, so the caller can tell there are too many).
 local present, deleted, unsure = 0, '0-0', 0
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '0-0', 0, {}} end
@@ -21,7 +22,7 @@ end
 for _, entry in ipairs(entries) do
   local fields = entry[2]
   for i = 1, #fields, 2 do
-    if fields[i] == 'p' or fields[i] == 'm' then unsure = 1 end
+    if fields[i] == 'p' or fields[i] == 'm' or fields[i] == 'n' then unsure = 1 end
   end
 end
 return {present, deleted, unsure, entries}

@@ -9,7 +9,7 @@ use super::wire::{stream_entries, Entry};
 use crate::history::StreamId;
 use crate::idempotency::IdemKey;
 
-/// Both scripts that append take their ids from `clock.lua`, prepended.
+/// The scripts that append take their ids from `clock.lua`, prepended.
 const PUBLISH: &str = concat!(include_str!("clock.lua"), include_str!("publish.lua"));
 const MARK: &str = concat!(include_str!("clock.lua"), include_str!("mark.lua"));
 const CHECK: &str = include_str!("check.lua");
@@ -37,17 +37,30 @@ pub struct Append<'a> {
     pub users: Option<&'a str>,
     /// Accepted while Redis was away and delivered locally already.
     pub held: bool,
-    /// An earlier append of this event may have happened (its reply was lost).
-    pub uncertain: bool,
+    /// An earlier append of this event may have happened (its reply was lost): look for it
+    /// first.
+    pub lookup: Lookup,
     pub key: Option<&'a IdemKey>,
+}
+
+/// Whether the publish script first looks for the event among the newest entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    No,
+    /// An append whose reply was lost may have happened.
+    Yes,
+    /// The same, for an event this instance's clients already have under its ULID: if it is
+    /// in the stream, a note after it tells resumes that (see `publish.lua`).
+    YesDeliveredLocally,
 }
 
 /// What the publish script did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Appended {
     New(StreamId),
-    /// The idempotency key (or, for an uncertain append, the event itself) was there already,
-    /// with this id.
+    /// The event itself was in the stream already (a [`Lookup`] found it).
+    Found(String),
+    /// The idempotency key was there already, with this id.
     Duplicate(String),
     /// The idempotency key was used with another body.
     Conflict,
@@ -111,7 +124,12 @@ impl Scripts {
             self.idempotency_window_ms.into(),
             a.eid.into(),
             (if a.held { "1" } else { "0" }).into(),
-            (if a.uncertain { "1" } else { "0" }).into(),
+            (match a.lookup {
+                Lookup::No => "0",
+                Lookup::Yes => "1",
+                Lookup::YesDeliveredLocally => "2",
+            })
+            .into(),
             a.users.unwrap_or("").into(),
             a.frame_tail.into(),
             new_epoch().into(),
@@ -120,6 +138,7 @@ impl Scripts {
         let reply: Vec<String> = self.publish.evalsha_with_reload(client, keys, args).await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
             (Some("new"), Some(id)) => Ok(Appended::New(id.parse().map_err(|()| parse_error("publish", &reply))?)),
+            (Some("found"), Some(id)) => Ok(Appended::Found(id.clone())),
             (Some("dup"), Some(id)) => Ok(Appended::Duplicate(id.clone())),
             (Some("conflict"), _) => Ok(Appended::Conflict),
             _ => Err(parse_error("publish", reply)),

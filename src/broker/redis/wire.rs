@@ -14,7 +14,9 @@
 //!   clients already have it, under its ULID.
 //!
 //! A loss marker is an entry with the single field `m` (the reason): Redis lost entries of this
-//! stream that some instance had seen or acknowledged.
+//! stream that some instance had seen or acknowledged. A note is an entry with the single field
+//! `n` (a ULID): the earlier entry of that event had reached its publishing instance's clients
+//! under the ULID (see `publish.lua`). Notes are not published.
 //!
 //! # Pub/sub messages
 //!
@@ -56,6 +58,12 @@ pub enum Body {
     },
     Marker {
         reason: String,
+    },
+    /// The entry with this ULID before it reached its publishing instance's clients under the
+    /// ULID (a held event whose first append, thought lost, had happened): clients never see
+    /// a note; a resume across it is not promised.
+    Note {
+        eid: String,
     },
 }
 
@@ -130,6 +138,9 @@ pub fn decode_entry(sid: StreamId, fields: &[(String, Vec<u8>)]) -> Result<Entry
     if let Some(reason) = field("m") {
         return Ok(Entry { sid, body: Body::Marker { reason: String::from_utf8_lossy(reason).into_owned() } });
     }
+    if let Some(eid) = field("n") {
+        return Ok(Entry { sid, body: Body::Note { eid: String::from_utf8_lossy(eid).into_owned() } });
+    }
     let text = |name: &str| {
         std::str::from_utf8(field(name).ok_or_else(|| format!("entry {sid} lacks field {name:?}"))?)
             .map_err(|_| format!("field {name:?} of entry {sid} is not UTF-8"))
@@ -179,7 +190,7 @@ pub fn decode_for_fuzzing(bytes: &[u8]) -> bool {
     let ok = match decode_message(bytes) {
         Ok(m) => match m.entry.body {
             Body::Event { frame, .. } => frame_position(&frame) == Some(m.entry.sid),
-            Body::Marker { .. } => true,
+            Body::Marker { .. } | Body::Note { .. } => true,
         },
         Err(_) => false,
     };
