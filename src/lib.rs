@@ -30,6 +30,7 @@
 //! - [`stats`]: the `/ws/stats` and `/health` bodies.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`logging`]: tracing set-up (text or JSON).
+//! - [`runtime`]: the session and control runtimes, and which task runs where; `run_server`.
 //! - [`cli`]: operator subcommands (`token`, `publish`, `listen`, `stats`).
 
 // The public surface: what the binary, the integration tests and the fuzz targets use.
@@ -38,6 +39,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod runtime;
 
 mod broker;
 mod channel;
