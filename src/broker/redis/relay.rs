@@ -329,6 +329,8 @@ impl Relay {
         // to resync, channel streams need not tell them again.
         let mut keys: Vec<StreamKey> = self.follows.keys().cloned().collect();
         keys.sort();
+        let epochs: HashMap<StreamKey, Option<String>> =
+            self.follows.iter().map(|(k, f)| (k.clone(), f.epoch.clone())).collect();
         let mut told_all = false;
         for key in keys {
             match self.check_stream(&key, told_all, false).await {
@@ -350,6 +352,11 @@ impl Relay {
                 *e = (*e).max(sid);
             }
             for (stream, floor) in newest {
+                let before = epochs.get(&stream).cloned().flatten();
+                let now = self.follows.get(&stream).and_then(|f| f.epoch.clone());
+                if before.is_some() && before != now {
+                    continue; // a new data set: everyone was told already
+                }
                 tracing::warn!(stream = ?stream, "Redis lost events it had acknowledged to this instance");
                 if self.mark_loss(&stream, floor).await.is_err() {
                     return Ok(false);
