@@ -688,7 +688,7 @@ pub fn judge(ledger: &Ledger, records: &[Record], rule: Rule, t0: Instant) -> Ve
 
         // Order per publishing instance: an event must not arrive after one whose publish was
         // sent only once the former had been answered.
-        let mut newest_sent: HashMap<usize, (Instant, u64)> = HashMap::new();
+        let mut newest_sent: HashMap<usize, (Instant, u64, String, usize)> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         let mut backwards = Vec::new();
         for g in &rec.events {
@@ -696,14 +696,17 @@ pub fn judge(ledger: &Ledger, records: &[Record], rule: Rule, t0: Instant) -> Ve
                 continue;
             }
             let Some(a) = accepted.get(&g.seq) else { continue };
-            if let Some((sent, later)) = newest_sent.get(&a.via) {
+            if let Some((sent, later, later_id, later_conn)) = newest_sent.get(&a.via) {
                 if *sent > a.answered_at {
-                    backwards.push(format!("seq {} arrived after seq {later} (both via gw{})", g.seq, a.via));
+                    backwards.push(format!(
+                        "seq {} (id {} on conn {}) arrived after seq {later} (id {later_id} on conn {later_conn}) (both via gw{})",
+                        g.seq, g.id, g.conn, a.via
+                    ));
                 }
             }
-            let e = newest_sent.entry(a.via).or_insert((a.sent_at, g.seq));
+            let e = newest_sent.entry(a.via).or_insert((a.sent_at, g.seq, g.id.clone(), g.conn));
             if a.sent_at > e.0 {
-                *e = (a.sent_at, g.seq);
+                *e = (a.sent_at, g.seq, g.id.clone(), g.conn);
             }
         }
         v.out_of_order += backwards.len();

@@ -121,7 +121,7 @@ fn is_transient(e: &Error) -> bool {
     matches!(
         e.kind(),
         ErrorKind::IO | ErrorKind::Timeout | ErrorKind::Canceled | ErrorKind::Backpressure | ErrorKind::Routing
-    )
+    ) || (*e.kind() == ErrorKind::Unknown && e.details().contains("Failed to route"))
 }
 
 pub struct RedisBroker {
