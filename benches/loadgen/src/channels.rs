@@ -43,9 +43,10 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
-use crate::sys::now_ns;
-use crate::{hist, http, payload, sys};
-use crate::{http_error, now_unix, publish_token, shorten, wait_stats, ws_config, Cli, MAX_CONNS_PER_PROC};
+use wsgate_loadgen::sys::now_ns;
+use wsgate_loadgen::{hist, http, now_unix, payload, sys, ws_config};
+
+use crate::{http_error, publish_token, shorten, wait_stats, Cli, MAX_CONNS_PER_PROC};
 
 // ---------------------------------------------------------------------------------------------
 // Assignment
@@ -357,21 +358,6 @@ async fn open(
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-/// Machine busy time in seconds (all CPUs: total − idle − iowait from /proc/stat).
-fn machine_busy_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().next() else { return 0.0 };
-    let f: Vec<f64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0.0)).collect();
-    if f.len() < 5 {
-        return 0.0;
-    }
-    // user nice system idle iowait irq softirq steal (guest is inside user).
-    let total: f64 = f.iter().take(8).sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (total - f[3] - f[4]) / hz.max(1.0)
-}
-
 /// The counters read from each gateway's /metrics.
 const COUNTERS: [&str; 5] = [
     "wsgate_redis_messages_received_total",
@@ -422,7 +408,7 @@ fn cpu_snap(server_pids: &[u32], redis_pid: u32) -> CpuSnap {
         servers: server_pids.iter().map(|&p| sys::cpu_secs(p)).collect(),
         redis: if redis_pid > 0 { sys::cpu_secs(redis_pid) } else { 0.0 },
         client: sys::cpu_secs(0),
-        machine: machine_busy_secs(),
+        machine: sys::machine_busy_secs(),
         at: Instant::now(),
     }
 }

@@ -18,12 +18,7 @@
 //! pub_p99_us and procs.
 
 mod channels;
-mod hist;
-mod http;
-mod payload;
-mod sys;
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,11 +34,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
-use crate::sys::now_ns;
+use wsgate_loadgen::sys::now_ns;
+use wsgate_loadgen::{emit, hist, http, kv, now_unix, payload, run_and_exit, sys, ws_config};
 
 /// Most sockets one process may hold (RLIMIT_NOFILE hard limit 20000, minus some headroom).
 const MAX_CONNS_PER_PROC: usize = 19_000;
@@ -210,23 +205,13 @@ fn main() {
     if cli.mode == Mode::Worker {
         sys::die_with_parent();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cli.threads.max(1)).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("wsgate-loadgen: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let code = rt.block_on(async move {
+    run_and_exit("wsgate-loadgen", cli.threads.max(1), async move {
         match cli.mode {
             Mode::Worker => worker(cli).await,
             Mode::Channels => channels::run(cli).await,
             Mode::Idle | Mode::Bench => parent(cli).await,
         }
-    });
-    // Exit without tearing down thousands of sockets one by one.
-    let _ = std::io::stdout().flush();
-    std::process::exit(code);
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,15 +341,6 @@ impl Local {
 // ---------------------------------------------------------------------------------------------
 // Subscribers
 // ---------------------------------------------------------------------------------------------
-
-fn ws_config() -> WebSocketConfig {
-    // Small buffers, like floor-client: thousands of client sockets stay cheap.
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(4096).max_write_buffer_size(64 * 1024)
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
 
 fn user_token(key: &EncodingKey, sub: &str) -> Result<String, String> {
     let claims = serde_json::json!({ "sub": sub, "exp": now_unix() + 86_400 });
@@ -507,10 +483,6 @@ fn ready_line(r: &Ready) -> String {
     format!("READY conns={} failed={} connect_secs={:.2} client_rss_kib={}", r.ok, r.failed, r.secs, r.rss_kib)
 }
 
-fn kv(line: &str) -> HashMap<&str, &str> {
-    line.split_whitespace().filter_map(|w| w.split_once('=')).collect()
-}
-
 fn parse_ready(line: &str) -> Option<Ready> {
     let m = kv(line);
     Some(Ready {
@@ -524,12 +496,6 @@ fn parse_ready(line: &str) -> Option<Ready> {
 // ---------------------------------------------------------------------------------------------
 // Worker process
 // ---------------------------------------------------------------------------------------------
-
-fn emit(s: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
-}
 
 async fn worker(cli: Cli) -> i32 {
     let k = if cli.idle_worker { 0 } else { cli.broadcasts };

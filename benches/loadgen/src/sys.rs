@@ -50,6 +50,21 @@ pub fn cpu_secs(pid: u32) -> f64 {
     }
 }
 
+/// CPU seconds the whole machine spent busy (all cores; /proc/stat: user, nice, system, irq,
+/// softirq and steal, i.e. all but idle and iowait).
+pub fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
+    if f.len() < 8 {
+        return 0.0;
+    }
+    // user nice system idle iowait irq softirq steal
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / hz.max(1.0)
+}
+
 /// Binds `sock` to `ip` with IP_BIND_ADDRESS_NO_PORT, so that the port is picked at connect
 /// time per 4-tuple and many source addresses multiply the usable ports.
 pub fn bind_source(sock: &TcpSocket, ip: Ipv4Addr) -> io::Result<()> {

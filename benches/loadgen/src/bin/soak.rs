@@ -31,16 +31,8 @@
 //!
 //! CLOCK_MONOTONIC is system-wide: times taken in the workers and the orchestrator compare.
 
-#[allow(dead_code)]
-#[path = "../http.rs"]
-mod http;
-#[allow(dead_code)]
-#[path = "../sys.rs"]
-mod sys;
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -54,11 +46,11 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::{sleep, timeout};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async_with_config, WebSocketStream};
 
-use crate::sys::now_ns;
+use wsgate_loadgen::sys::now_ns;
+use wsgate_loadgen::{emit, find, hist, http, kv, now_unix, run_and_exit, sys, ws_config};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -163,31 +155,12 @@ fn main() {
         sys::die_with_parent();
     }
     let threads = if cli.mode == Mode::Worker { cli.threads.max(1) } else { 2 };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("soak: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let code = rt.block_on(async move {
+    run_and_exit("soak", threads, async move {
         match cli.mode {
             Mode::Worker => worker(cli).await,
             Mode::Soak | Mode::Storm => orchestrate(cli).await,
         }
-    });
-    let _ = std::io::stdout().flush();
-    std::process::exit(code);
-}
-
-fn emit(s: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(s.as_bytes());
-    let _ = out.flush();
-}
-
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    })
 }
 
 fn token(key: &EncodingKey, claims: serde_json::Value) -> String {
@@ -298,10 +271,6 @@ struct Hello {
     last_id: Option<String>,
 }
 
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(4096).max_write_buffer_size(64 * 1024)
-}
-
 async fn open(
     addr: SocketAddr,
     src: Option<Ipv4Addr>,
@@ -345,10 +314,6 @@ async fn open(
             None => return Err(ConnErr::Other("closed before `connected`".into())),
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 fn number(b: &[u8]) -> Option<u64> {
@@ -598,14 +563,6 @@ async fn churn(w: Arc<W>, per_sec: f64) {
     }
 }
 
-fn pct(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn map_str(m: &Mutex<BTreeMap<u16, u64>>) -> String {
     let m = m.lock().unwrap_or_else(|p| p.into_inner());
     if m.is_empty() {
@@ -780,8 +737,8 @@ fn result_line(w: &W, l: u64) -> String {
             line,
             " lost={lostn} back={} recon_p50_ms={} recon_p99_ms={} recon_max_ms={}",
             times.len(),
-            pct(&times, 0.5),
-            pct(&times, 0.99),
+            hist::pct_sorted(&times, 0.5),
+            hist::pct_sorted(&times, 0.99),
             times.last().copied().unwrap_or(0)
         );
         line.push_str("\nTIMES");
@@ -917,10 +874,6 @@ async fn wait_all(
     got
 }
 
-fn kv(line: &str) -> HashMap<&str, &str> {
-    line.split_whitespace().filter_map(|w| w.split_once('=')).collect()
-}
-
 fn kvu(line: &str, k: &str) -> u64 {
     kv(line).get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
@@ -936,20 +889,6 @@ struct GwSample {
 fn gw_sample(pid: u32) -> GwSample {
     let count = |d: &str| std::fs::read_dir(format!("/proc/{pid}/{d}")).map(|r| r.count() as u64).unwrap_or(0);
     GwSample { rss_kib: sys::rss_kib(pid), fds: count("fd"), threads: count("task"), cpu_s: sys::cpu_secs(pid) }
-}
-
-/// CPU seconds the whole machine spent busy (all cores; /proc/stat).
-fn machine_busy_s() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let f: Vec<f64> =
-        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|w| w.parse().ok()).collect();
-    if f.len() < 8 {
-        return 0.0;
-    }
-    // user nice system idle iowait irq softirq steal
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / hz.max(1.0)
 }
 
 /// The kernel's TcpExtListenOverflows (system-wide): connection attempts dropped because a
@@ -1231,7 +1170,7 @@ async fn run_soak(
     }
     let start = Instant::now();
     let client_cpu0: f64 = worker_pids.iter().map(|p| sys::cpu_secs(*p)).sum();
-    let (busy0, self0) = (machine_busy_s(), sys::cpu_secs(0));
+    let (busy0, self0) = (sys::machine_busy_secs(), sys::cpu_secs(0));
     let (mut warm, mut end) = (None, None);
     let mut warm_m = BTreeMap::new();
     let mut tick = 0u64;
@@ -1265,7 +1204,7 @@ async fn run_soak(
     let wall = start.elapsed().as_secs_f64();
     let client_cpu_pct = (worker_pids.iter().map(|p| sys::cpu_secs(*p)).sum::<f64>() - client_cpu0) * 100.0 / wall;
     let own = (sys::cpu_secs(0) - self0) * 100.0 / wall;
-    let busy_pct = (machine_busy_s() - busy0) * 100.0 / wall;
+    let busy_pct = (sys::machine_busy_secs() - busy0) * 100.0 / wall;
     let warm = warm.unwrap_or(s_ready);
     let (end, end_m) = end.unwrap_or_else(|| (gw_sample(pid), BTreeMap::new()));
 
@@ -1449,9 +1388,9 @@ async fn run_storm(
         cli.backoff_max_ms,
         all_back_ns.saturating_sub(kill_ns) as f64 / 1e9,
         times.iter().filter(|t| **t >= 1000).count(),
-        pct(&times, 0.5),
-        pct(&times, 0.9),
-        pct(&times, 0.99),
+        hist::pct_sorted(&times, 0.5),
+        hist::pct_sorted(&times, 0.9),
+        hist::pct_sorted(&times, 0.99),
         times.last().copied().unwrap_or(0),
         before(fb),
         before(fc),

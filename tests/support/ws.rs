@@ -1,0 +1,364 @@
+//! WebSocket clients: [`WsClient`] (a real WebSocket library, with the reads and checks the
+//! tests make), [`RawClient`] (an upgrade by hand that then reads nothing) and the ways to
+//! connect (plain, resuming with `since=`, with `channels=`).
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::http::read_head;
+use super::{user_token, within, Gateway, STEP};
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A client on a real WebSocket library. It answers pings whenever it is reading.
+pub struct WsClient {
+    pub ws: Ws,
+    /// The `connected` frame (`Null` for a client adopted from a raw socket).
+    pub connected: Value,
+}
+
+/// An upgrade the gateway refused.
+#[derive(Debug)]
+pub struct Rejected {
+    pub status: u16,
+    pub body: Value,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+}
+
+/// An upgrade request for `path` (with its query) plus extra headers.
+pub fn ws_request(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Request {
+    let mut req = gw.ws_url(path).into_client_request().expect("ws request");
+    for (k, v) in headers {
+        req.headers_mut().insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    req
+}
+
+/// Connects; on success waits for the `connected` frame, which must come first.
+pub async fn try_connect(req: Request) -> Result<WsClient, Rejected> {
+    let (ws, _) = match within("WebSocket handshake", STEP, tokio_tungstenite::connect_async(req)).await {
+        Ok(ok) => ok,
+        Err(WsError::Http(resp)) => {
+            let body = resp.body().as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or(Value::Null);
+            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            return Err(Rejected { status: resp.status().as_u16(), body, retry_after });
+        }
+        Err(e) => panic!("WebSocket handshake failed: {e}"),
+    };
+    let mut client = WsClient { ws, connected: Value::Null };
+    let first = client.next_json(STEP).await;
+    assert_eq!(first["type"], "connected", "first frame must be `connected`, got {first}");
+    client.connected = first;
+    Ok(client)
+}
+
+/// Connects to `/ws/tasks?token=...` and returns once the `connected` frame is in.
+pub async fn connect(gw: &Gateway, token: &str) -> WsClient {
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade refused: {r:?}"))
+}
+
+/// Connects a user with a fresh hour-long token.
+pub async fn connect_user(gw: &Gateway, sub: &str) -> WsClient {
+    connect(gw, &user_token(&gw.secret, sub, 3600)).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and sending
+
+impl WsClient {
+    /// The next message of any kind; panics on timeout, end of stream or error.
+    pub async fn next_message(&mut self, timeout: Duration) -> Message {
+        match within("a WebSocket message", timeout, self.ws.next()).await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => panic!("WebSocket error while waiting for a message: {e}"),
+            None => panic!("WebSocket ended while waiting for a message"),
+        }
+    }
+
+    /// The next text frame as JSON, skipping control frames; panics on a close frame.
+    pub async fn next_json(&mut self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next_message(deadline.saturating_duration_since(Instant::now())).await {
+                Message::Text(t) => {
+                    return serde_json::from_str(&t).unwrap_or_else(|e| panic!("text frame is not JSON ({e}): {t}"))
+                }
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected a JSON text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame must be an event of type `kind`; returns it.
+    pub async fn expect_event(&mut self, kind: &str) -> Value {
+        let v = self.next_json(STEP).await;
+        assert_eq!(v["type"], kind, "expected a {kind:?} event, got {v}");
+        v
+    }
+
+    /// Reads until a close frame and returns its code, skipping everything before it.
+    /// Panics if the connection ends without one or `timeout` passes.
+    pub async fn expect_close(&mut self, timeout: Duration) -> u16 {
+        within("a close frame", timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+                    Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+                    None => panic!("connection ended without a close frame"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Keeps reading for `how_long` (so pings are answered) and fails on any data or close
+    /// frame. Returns the number of pings the server sent meanwhile.
+    pub async fn expect_quiet(&mut self, how_long: Duration) -> usize {
+        let mut pings = 0;
+        let deadline = tokio::time::Instant::now() + how_long;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return pings,
+                Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+                Ok(Some(Ok(Message::Pong(_)))) => {}
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn send(&mut self, m: Message) {
+        within("sending a frame", STEP, self.ws.send(m)).await.expect("send frame");
+    }
+
+    pub async fn send_json(&mut self, v: &Value) {
+        self.send(Message::text(v.to_string())).await;
+    }
+
+    /// The application-level ping must be answered with `{"type":"pong"}`.
+    pub async fn assert_alive(&mut self) {
+        self.send_json(&json!({"type": "ping"})).await;
+        self.expect_event("pong").await;
+    }
+
+    /// Reads events up to and including the first of type `marker`; returns their types in
+    /// arrival order.
+    pub async fn types_until(&mut self, marker: &str) -> Vec<String> {
+        let mut types = Vec::new();
+        while types.last().map(String::as_str) != Some(marker) {
+            let v = self.next_json(STEP).await;
+            let kind = v["type"].as_str().unwrap_or_else(|| panic!("event without a type: {v}"));
+            types.push(kind.to_owned());
+        }
+        types
+    }
+
+    /// Reads `n` events and returns their `data.seq` values in arrival order.
+    pub async fn read_seqs(&mut self, n: usize) -> Vec<u64> {
+        let mut seqs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let v = self.next_json(STEP).await;
+            seqs.push(v["data"]["seq"].as_u64().unwrap_or_else(|| panic!("event without data.seq: {v}")));
+        }
+        seqs
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A client that reads nothing
+
+/// A client that does the upgrade by hand on a plain socket and then reads nothing (so it
+/// answers no ping and lets its receive window fill), until the test adopts it as a [`WsClient`].
+pub struct RawClient {
+    pub stream: TcpStream,
+    /// Bytes read past the end of the 101 response (the start of the first frames).
+    leftover: Vec<u8>,
+}
+
+impl RawClient {
+    /// Upgrades `/ws/tasks?token=...`. A small `recv_buffer` keeps the kernel from absorbing
+    /// megabytes on the client's behalf, so back-pressure reaches the gateway sooner.
+    pub async fn connect(gw: &Gateway, token: &str, recv_buffer: Option<u32>) -> RawClient {
+        let socket = TcpSocket::new_v4().expect("socket");
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).expect("SO_RCVBUF");
+        }
+        let mut stream = within("TCP connect", STEP, socket.connect(gw.addr)).await.expect("connect");
+        let req = format!(
+            "GET /ws/tasks?token={token} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            gw.addr
+        );
+        stream.write_all(req.as_bytes()).await.expect("write upgrade request");
+        let (head, leftover) = read_head(&mut stream, Vec::new()).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "raw upgrade refused:\n{head}");
+        RawClient { stream, leftover }
+    }
+
+    /// Starts reading: hands the socket to a WebSocket library. The first frame it yields is
+    /// whatever the gateway sent first (normally `connected`).
+    pub async fn into_ws(self) -> WsClient {
+        let ws =
+            WebSocketStream::from_partially_read(MaybeTlsStream::Plain(self.stream), self.leftover, Role::Client, None)
+                .await;
+        WsClient { ws, connected: Value::Null }
+    }
+
+    /// Reads (discarding) until the gateway drops the connection; panics if it does not
+    /// within `timeout`.
+    pub async fn expect_dropped(&mut self, timeout: Duration) {
+        within("the gateway to drop the connection", timeout, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// History and resume
+
+/// Connects user `sub` (fresh hour-long token) with `since=<since>`; returns once the
+/// `connected` frame is in. `since` goes into the URL as is (ids and the test's malformed
+/// values need no escaping).
+pub async fn connect_since(gw: &Gateway, sub: &str, since: &str) -> WsClient {
+    let token = user_token(&gw.secret, sub, 3600);
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}&since={since}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade with since={since} refused: {r:?}"))
+}
+
+impl WsClient {
+    /// The `recovered` field of the `connected` frame (`None` when absent).
+    pub fn recovered(&self) -> Option<&Value> {
+        self.connected.get("recovered")
+    }
+
+    /// The next text frame as JSON (skipping control frames), or `None` once the connection
+    /// has ended (close frame, end of stream or error: what a client sees when its instance
+    /// dies). Panics on timeout.
+    pub async fn next_json_or_end(&mut self, timeout: Duration) -> Option<Value> {
+        within("a WebSocket frame or the end of the connection", timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        return Some(
+                            serde_json::from_str(&t).unwrap_or_else(|e| panic!("text frame is not JSON ({e}): {t}")),
+                        )
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                    Some(Ok(other)) => panic!("expected a JSON text frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channels
+
+/// Connects with `channels=<channels>` (a comma-separated list, put into the URL as given:
+/// callers percent-encode what needs it) and returns once `connected` is in; the answers for
+/// the channels follow it.
+pub async fn connect_channels(gw: &Gateway, token: &str, channels: &str) -> WsClient {
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}&channels={channels}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade with channels={channels} refused: {r:?}"))
+}
+
+/// [`connect_channels`] resuming from `since`.
+pub async fn connect_channels_since(gw: &Gateway, token: &str, channels: &str, since: &str) -> WsClient {
+    try_connect(ws_request(gw, &format!("/ws/tasks?token={token}&channels={channels}&since={since}"), &[]))
+        .await
+        .unwrap_or_else(|r| panic!("upgrade with channels={channels}&since={since} refused: {r:?}"))
+}
+
+impl WsClient {
+    /// Sends `{"type": "subscribe", "channel": channel}` and returns the next frame (the answer).
+    pub async fn subscribe(&mut self, channel: &str) -> Value {
+        self.send_json(&json!({"type": "subscribe", "channel": channel})).await;
+        self.next_json(STEP).await
+    }
+
+    /// Sends `{"type": "unsubscribe", "channel": channel}` and returns the next frame.
+    pub async fn unsubscribe(&mut self, channel: &str) -> Value {
+        self.send_json(&json!({"type": "unsubscribe", "channel": channel})).await;
+        self.next_json(STEP).await
+    }
+
+    /// Subscribes and insists on `{"type": "subscribed", "channel": channel}`.
+    pub async fn expect_subscribed(&mut self, channel: &str) {
+        let v = self.subscribe(channel).await;
+        assert_eq!(v, json!({"type": "subscribed", "channel": channel}), "subscribe {channel:?}");
+    }
+
+    /// Unsubscribes and insists on `{"type": "unsubscribed", "channel": channel}`.
+    pub async fn expect_unsubscribed(&mut self, channel: &str) {
+        let v = self.unsubscribe(channel).await;
+        assert_eq!(v, json!({"type": "unsubscribed", "channel": channel}), "unsubscribe {channel:?}");
+    }
+
+    /// The next frame must be the answer `subscribed` for `channel` (e.g. after `channels=`).
+    pub async fn expect_subscribed_frame(&mut self, channel: &str) {
+        let v = self.next_json(STEP).await;
+        assert_eq!(v, json!({"type": "subscribed", "channel": channel}), "answer for {channel:?}");
+    }
+
+    /// `v` must be a channel refusal `{"type": "error", "channel": channel, "error": reason,
+    /// "message": "<non-empty>"}`.
+    pub fn assert_refusal(v: &Value, channel: &str, reason: &str) {
+        assert_eq!(v["type"], "error", "expected a refusal of {channel:?}, got {v}");
+        assert_eq!(v["error"], reason, "refusal of {channel:?}: {v}");
+        assert_eq!(v["channel"], channel, "a refusal names the channel as sent: {v}");
+        let msg = v["message"].as_str().unwrap_or_else(|| panic!("refusal without a message string: {v}"));
+        assert!(!msg.is_empty(), "refusal with an empty message: {v}");
+    }
+
+    /// Subscribes and insists on a refusal with `reason`.
+    pub async fn expect_refused(&mut self, channel: &str, reason: &str) {
+        let v = self.subscribe(channel).await;
+        WsClient::assert_refusal(&v, channel, reason);
+    }
+}
+
+impl WsClient {
+    /// After a resume with `channels=`: reads until `n` events of type `kind` and at least one
+    /// `subscribed` answer are in (the answers may come before or after the replayed events);
+    /// returns (answers, events). Any other frame fails the test.
+    pub async fn read_resume(&mut self, kind: &str, n: usize) -> (Vec<Value>, Vec<Value>) {
+        let (mut answers, mut events) = (Vec::new(), Vec::new());
+        while events.len() < n || answers.is_empty() {
+            let v = self.next_json(STEP).await;
+            match v["type"].as_str() {
+                Some("subscribed") => answers.push(v),
+                Some(k) if k == kind => events.push(v),
+                _ => panic!("unexpected frame {v}; so far events {events:?}, answers {answers:?}"),
+            }
+        }
+        (answers, events)
+    }
+}
