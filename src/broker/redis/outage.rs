@@ -44,18 +44,14 @@ impl Relay {
                 lookup: if uncertain { Lookup::Yes } else { Lookup::No },
                 key: key.as_ref(),
             };
-            match self.sh.scripts.append(&self.sh.publisher, a).await {
-                Ok(Appended::New(sid)) => {
-                    let own = Own { eid: event.id.clone(), frame_tail: tail, audience: event.audience, ts: event.ts };
-                    let cursor = self.follows.get(&stream).map(|f| f.cursor);
-                    if cursor.is_some_and(|c| !c.is_some_and(|c| sid <= c)) {
-                        self.pending.insert((sid, own.eid.clone()), (stream, own));
-                    }
-                    return Ok(Published { id: sid.to_string(), replayed: false });
-                }
+            let appended = match self.sh.scripts.append(&self.sh.publisher, a).await {
+                Ok(Appended::New(sid)) => Some(sid),
+                // The first attempt did append it (its reply was lost): the same as new.
+                Ok(Appended::Found(id)) => match id.parse() {
+                    Ok(sid) => Some(sid),
+                    Err(()) => return Ok(Published { id, replayed: false }),
+                },
                 Ok(Appended::Duplicate(id)) => return Ok(Published { id, replayed: true }),
-                // The first attempt did append it: the relay delivers it from the stream.
-                Ok(Appended::Found(id)) => return Ok(Published { id, replayed: false }),
                 Ok(Appended::Conflict) => return Err(PublishError::KeyReused),
                 Err(e) if is_transient(&e) || !self.sh.publisher.is_connected() => {
                     self.sh.metrics.redis_publish_failures.inc();
@@ -68,6 +64,18 @@ impl Relay {
                     tracing::error!(error = %e, "Redis refused the event");
                     return Err(PublishError::Unavailable(format!("Redis refused the event: {e}")));
                 }
+            };
+            if let Some(sid) = appended {
+                // Kept until the stream brings it, like a direct append's (see `Cmd::Appended`):
+                // if the link breaks first, local clients get it before anything held later.
+                // (Found: the chaos loop caught an event whose first append Redis ran just
+                // before dying, delivered from the stream only after events held later.)
+                let own = Own { eid: event.id.clone(), frame_tail: tail, audience: event.audience, ts: event.ts };
+                let cursor = self.follows.get(&stream).map(|f| f.cursor);
+                if cursor.is_some_and(|c| !c.is_some_and(|c| sid <= c)) {
+                    self.pending.insert((sid, own.eid.clone()), (stream, own));
+                }
+                return Ok(Published { id: sid.to_string(), replayed: false });
             }
         }
         if !uncertain {
