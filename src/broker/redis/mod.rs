@@ -348,8 +348,11 @@ impl RedisBroker {
             match e {
                 Ok(e) => entries.push((id, e.body)),
                 Err(e) => {
+                    // Its event cannot be replayed (e.g. an entry of an older wire format):
+                    // no promise across it.
                     self.sh.metrics.redis_bad_messages.inc();
                     tracing::warn!(error = %e, stream_id = %id, "undecodable entry in the event stream");
+                    return Err("undecodable entry");
                 }
             }
         }
