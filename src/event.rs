@@ -52,6 +52,11 @@ pub struct Dispatch {
     pub audience: Audience,
     /// Accept time, ms since the epoch (latency metric for events from other instances).
     pub ts: u64,
+    /// Only connections registered before the one with this id (see
+    /// [`crate::hub::Submitter::watermark`]): an own event delivered late, ahead of the
+    /// stream, must not reach connections that registered after it was accepted (they may
+    /// have seen it elsewhere, and were not promised it).
+    pub before_conn: Option<u64>,
 }
 
 /// One accepted event.
@@ -91,7 +96,7 @@ impl Event {
 
     /// The event as the hub fans it out.
     pub fn dispatch(&self) -> Dispatch {
-        Dispatch { frame: self.frame(), audience: self.audience.clone(), ts: self.ts }
+        Dispatch { frame: self.frame(), audience: self.audience.clone(), ts: self.ts, before_conn: None }
     }
 }
 

@@ -52,9 +52,16 @@ struct Pending {
 pub struct Submitter {
     tx: mpsc::Sender<Pending>,
     budget: Arc<tokio::sync::Semaphore>,
+    next_conn: Arc<AtomicU64>,
 }
 
 impl Submitter {
+    /// The id the next connection will get: connections registered from now on have ids at or
+    /// above it (see [`Dispatch::before_conn`]).
+    pub fn watermark(&self) -> u64 {
+        self.next_conn.load(Ordering::Acquire)
+    }
+
     /// Hands a frame to the dispatcher; resolves once it is queued for fan-out, in order after
     /// everything submitted before it. Waits while the dispatch queue is full.
     pub async fn submit(&self, dispatch: Dispatch, accepted_at: Option<Instant>) -> Result<(), HubClosed> {
@@ -89,7 +96,8 @@ pub struct Hub {
     /// Mirrors of the registry's sizes so stats and heartbeats read them without the lock.
     connections: AtomicUsize,
     users: AtomicUsize,
-    next_id: AtomicU64,
+    /// The next connection id; shared with [`Submitter`]s as the watermark.
+    next_id: Arc<AtomicU64>,
     /// Set once shutdown begins: new registrations are closed at once (1001).
     draining: AtomicBool,
     limits: Limits,
@@ -141,16 +149,18 @@ impl Delivery {
 impl Hub {
     pub fn new(limits: Limits, metrics: Arc<Metrics>, instance_id: &str) -> Arc<Hub> {
         let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
+        let next_id = Arc::new(AtomicU64::new(1));
         Arc::new(Hub {
             registry: RwLock::new(Registry::default()),
             connections: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
+            next_id: next_id.clone(),
             draining: AtomicBool::new(false),
             limits,
             metrics,
             instance_id: instance_id.into(),
             submitter: Submitter {
+                next_conn: next_id.clone(),
                 tx: dispatch_tx,
                 budget: Arc::new(tokio::sync::Semaphore::new(DISPATCH_BUDGET_KIB as usize)),
             },
@@ -189,7 +199,7 @@ impl Hub {
     /// Registers a connection of `user`. During shutdown the returned outbox is already closed
     /// with [`Disconnect::Shutdown`], so a session that raced the drain still gets its 1001.
     pub fn register(self: &Arc<Self>, name: &str) -> Registration {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::AcqRel);
         let outbox = Arc::new(Outbox::new(self.limits));
         let user: Arc<str>;
         {
@@ -345,11 +355,15 @@ impl Hub {
             let mut i = 0;
             while i < batch.len() {
                 let audience = &batch[i].dispatch.audience;
+                let before = batch[i].dispatch.before_conn;
                 let run = match audience {
-                    Audience::All => batch[i..].iter().take_while(|p| p.dispatch.audience == Audience::All).count(),
-                    Audience::Users(_) | Audience::Channel(_) => 1,
+                    Audience::All if before.is_none() => batch[i..]
+                        .iter()
+                        .take_while(|p| p.dispatch.audience == Audience::All && p.dispatch.before_conn.is_none())
+                        .count(),
+                    _ => 1,
                 };
-                d.add(Self::fan_out(&reg, audience, &frames[i..i + run]));
+                d.add(Self::fan_out(&reg, audience, before, &frames[i..i + run]));
                 i += run;
             }
         }
@@ -368,7 +382,7 @@ impl Hub {
         d
     }
 
-    fn fan_out(reg: &Registry, audience: &Audience, frames: &[Utf8Bytes]) -> Delivery {
+    fn fan_out(reg: &Registry, audience: &Audience, before: Option<u64>, frames: &[Utf8Bytes]) -> Delivery {
         let bytes = frames.iter().map(|f| f.len()).sum();
         let mut d = Delivery::default();
         let mut push = |outbox: &Outbox| match outbox.push_all(frames, bytes) {
@@ -376,12 +390,14 @@ impl Hub {
             Push::Overflow => d.slow += 1,
             Push::Closed => {}
         };
+        let old_enough = |id: &u64| before.map_or(true, |b| *id < b);
         match audience {
-            Audience::All => reg.conns.values().for_each(|o| push(o)),
+            Audience::All if before.is_none() => reg.conns.values().for_each(|o| push(o)),
+            Audience::All => reg.conns.iter().filter(|(id, _)| old_enough(id)).for_each(|(_, o)| push(o)),
             Audience::Users(users) => {
                 // `users` is deduplicated at parse time, so nobody is reached twice.
                 for u in users {
-                    for id in reg.users.get(u.as_str()).into_iter().flatten() {
+                    for id in reg.users.get(u.as_str()).into_iter().flatten().filter(|id| old_enough(id)) {
                         if let Some(e) = reg.conns.get(id) {
                             push(e);
                         }
@@ -389,7 +405,7 @@ impl Hub {
                 }
             }
             Audience::Channel(c) => {
-                for (id, _) in reg.channels.get(c.as_str()).into_iter().flatten() {
+                for (id, _) in reg.channels.get(c.as_str()).into_iter().flatten().filter(|(id, _)| old_enough(id)) {
                     if let Some(e) = reg.conns.get(id) {
                         push(e);
                     }
@@ -484,6 +500,21 @@ mod tests {
             .unwrap()
             .unwrap();
         drop(reg);
+    }
+
+    #[test]
+    fn a_late_own_event_skips_connections_registered_after_it() {
+        let h = hub();
+        let early = h.register("a");
+        let watermark = h.submitter().watermark();
+        let late = h.register("a");
+        for audience in [Audience::All, Audience::Users(vec!["a".into()])] {
+            let mut d = event("x", audience).dispatch();
+            d.before_conn = Some(watermark);
+            h.deliver_batch(&[Pending { dispatch: d, accepted_at: None, _budget: None }]);
+            assert_eq!(drained(&early).len(), 1);
+            assert!(drained(&late).is_empty());
+        }
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl Broker for MemoryBroker {
                 st.keys.remember(key, &id);
             }
             // The ring's frame is the one fanned out: encoded once.
-            let dispatch = Dispatch { frame, audience: event.audience, ts: event.ts };
+            let dispatch = Dispatch { frame, audience: event.audience, ts: event.ts, before_conn: None };
             self.submit.submit(dispatch, Some(opts.accepted_at)).await.map_err(|_| PublishError::stopping())?;
             Ok(Published { id, replayed: false })
         }

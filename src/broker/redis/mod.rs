@@ -126,6 +126,8 @@ fn is_transient(e: &Error) -> bool {
 
 pub struct RedisBroker {
     sh: Arc<Shared>,
+    /// Read for the hub's connection watermark when an own event is appended.
+    watermark: crate::hub::Submitter,
     relay: mpsc::Sender<Cmd>,
     link: watch::Receiver<Link>,
     positions: watch::Receiver<Positions>,
@@ -193,6 +195,7 @@ impl RedisBroker {
         let cancel = CancellationToken::new();
         let broker = Arc::new(RedisBroker {
             sh: sh.clone(),
+            watermark: hub.submitter(),
             relay: relay_tx,
             link,
             positions,
@@ -299,7 +302,8 @@ impl RedisBroker {
         };
         match self.sh.scripts.append(&self.sh.publisher, a).await {
             Ok(Appended::New(sid)) => {
-                let own = Own { eid: event.id, frame_tail, audience: event.audience, ts: event.ts };
+                let watermark = self.watermark.watermark();
+                let own = Own { eid: event.id, frame_tail, audience: event.audience, ts: event.ts, watermark };
                 let cmd = Cmd::Appended { stream, sid, own };
                 self.relay.send(cmd).await.map_err(|_| PublishError::stopping())?;
                 Ok(Published { id: sid.to_string(), replayed: false })

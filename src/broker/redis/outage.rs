@@ -70,7 +70,9 @@ impl Relay {
                 // if the link breaks first, local clients get it before anything held later.
                 // (Found: the chaos loop caught an event whose first append Redis ran just
                 // before dying, delivered from the stream only after events held later.)
-                let own = Own { eid: event.id.clone(), frame_tail: tail, audience: event.audience, ts: event.ts };
+                let watermark = self.hub.watermark();
+                let own =
+                    Own { eid: event.id.clone(), frame_tail: tail, audience: event.audience, ts: event.ts, watermark };
                 let cursor = self.follows.get(&stream).map(|f| f.cursor);
                 if cursor.is_some_and(|c| !c.is_some_and(|c| sid <= c)) {
                     self.pending.insert((sid, own.eid.clone()), (stream, own));

@@ -87,11 +87,14 @@ pub struct Own {
     pub frame_tail: String,
     pub audience: Audience,
     pub ts: u64,
+    /// The hub's next connection id when the event was accepted (see [`Dispatch::before_conn`]).
+    pub watermark: u64,
 }
 
 impl Own {
     fn dispatch(&self, id: &str) -> Dispatch {
-        Dispatch { frame: frame(id, &self.frame_tail), audience: self.audience.clone(), ts: self.ts }
+        let frame = frame(id, &self.frame_tail);
+        Dispatch { frame, audience: self.audience.clone(), ts: self.ts, before_conn: Some(self.watermark) }
     }
 }
 
@@ -520,7 +523,7 @@ impl Relay {
                 }
                 let ts = frame_ts(&frame).unwrap_or_else(now_ms);
                 let audience = Body::audience(&users, stream.as_deref());
-                self.hub.submit(Dispatch { frame, audience, ts }, None).await
+                self.hub.submit(Dispatch { frame, audience, ts, before_conn: None }, None).await
             }
         }
     }
@@ -544,7 +547,8 @@ impl Relay {
             None => Audience::All,
             Some(c) => Audience::Channel(c.to_string()),
         };
-        self.hub.submit(Dispatch { frame: resync_frame(reason), audience, ts: now_ms() }, None).await
+        let resync = Dispatch { frame: resync_frame(reason), audience, ts: now_ms(), before_conn: None };
+        self.hub.submit(resync, None).await
     }
 
     async fn on_message(&mut self, msg: fred::types::Message) -> Result<(), HubClosed> {
