@@ -411,16 +411,10 @@ async fn redis_outage_round(p: Outage) -> RoundResult {
     let verdict = judge(&ledger, &records, Rule::SentAfterConnected, t0);
 
     let xlen = redis.cli(&["XLEN", "websocket:stream:all"]).await;
-    let attempts = ledger.attempts();
-    let count = |f: &dyn Fn(&Outcome) -> bool| attempts.iter().filter(|a| f(&a.outcome)).count();
     let context = format!(
-        "params {p:?}\ntimeline: {}\npublish attempts: {} accepted, {} refused 503, {} refused otherwise, {} unanswered; \
-         stream length after the round: {xlen}\n{}",
+        "params {p:?}\ntimeline: {}\n{}; stream length after the round: {xlen}\n{}",
         timeline.join(", "),
-        count(&|o| matches!(o, Outcome::Accepted(_))),
-        count(&|o| matches!(o, Outcome::Refused(503))),
-        count(&|o| matches!(o, Outcome::Refused(s) if *s != 503)),
-        count(&|o| matches!(o, Outcome::Unknown(_))),
+        ledger.summary(),
         fleet_warnings(&refs, 15)
     );
     RoundResult { verdict, context }

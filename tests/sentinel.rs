@@ -126,15 +126,9 @@ async fn failover_round(p: Failover) -> RoundResult {
     let verdict = judge(&ledger, &records, Rule::SentAfterConnected, t0);
 
     let xlen = replica.cli(&["XLEN", "websocket:stream:all"]).await;
-    let attempts = ledger.attempts();
-    let count = |f: &dyn Fn(&Outcome) -> bool| attempts.iter().filter(|a| f(&a.outcome)).count();
     let context = format!(
-        "params {p:?}\ntimeline: {chaos_event}, {done}\npublish attempts: {} accepted, {} refused 503, \
-         {} refused otherwise, {} unanswered; stream length on the new primary: {xlen}\n{}",
-        count(&|o| matches!(o, Outcome::Accepted(_))),
-        count(&|o| matches!(o, Outcome::Refused(503))),
-        count(&|o| matches!(o, Outcome::Refused(s) if *s != 503)),
-        count(&|o| matches!(o, Outcome::Unknown(_))),
+        "params {p:?}\ntimeline: {chaos_event}, {done}\n{}; stream length on the new primary: {xlen}\n{}",
+        ledger.summary(),
         fleet_warnings(&refs, 15)
     );
     RoundResult { verdict, context }

@@ -89,6 +89,19 @@ impl Ledger {
         self.attempts.lock().unwrap().clone()
     }
 
+    /// How the publish attempts ended, for a round's failure context.
+    pub fn summary(&self) -> String {
+        let attempts = self.attempts();
+        let count = |f: &dyn Fn(&Outcome) -> bool| attempts.iter().filter(|a| f(&a.outcome)).count();
+        format!(
+            "publish attempts: {} accepted, {} refused 503, {} refused otherwise, {} unanswered",
+            count(&|o| matches!(o, Outcome::Accepted(_))),
+            count(&|o| matches!(o, Outcome::Refused(503))),
+            count(&|o| matches!(o, Outcome::Refused(s) if *s != 503)),
+            count(&|o| matches!(o, Outcome::Unknown(_))),
+        )
+    }
+
     /// The accepted attempt of each seq (the first, if a seq was somehow accepted twice).
     pub fn accepted(&self) -> BTreeMap<u64, Attempt> {
         let mut out = BTreeMap::new();
