@@ -100,19 +100,22 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     };
     // Where this connection starts in the stream: a client that gets no event before it drops
     // resumes from here.
-    let position = broker.position(&joined).await;
-    let recovered = replay.as_ref().map(|r| matches!(r, Replay::Recovered { .. }));
-    if let Some(r) = recovered {
-        hub.metrics().resume(r);
-    }
-    let hello = ServerFrame::Connected {
-        connection_id: &conn_id,
-        user: &peer.user,
-        instance_id: hub.instance_id(),
-        last_id: position.as_deref(),
-        recovered,
-    }
-    .encode();
+    // (A block, so that `position` is not kept for the connection's life.)
+    let hello = {
+        let position = broker.position(&joined).await;
+        let recovered = replay.as_ref().map(|r| matches!(r, Replay::Recovered { .. }));
+        if let Some(r) = recovered {
+            hub.metrics().resume(r);
+        }
+        ServerFrame::Connected {
+            connection_id: &conn_id,
+            user: &peer.user,
+            instance_id: hub.instance_id(),
+            last_id: position.as_deref(),
+            recovered,
+        }
+        .encode()
+    };
     // The first frames, written before anything from the outbox: events queued meanwhile wait.
     let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::Text(hello))).await {
         Ok(Ok(())) => {
