@@ -1,7 +1,7 @@
 # wsgate container image.
 #
 #   docker build -t wsgate:local .
-#   docker run --rm -p 8000:8000 -e JWT_SECRET=change-me wsgate:local
+#   docker run --rm -p 8000:8000 -e JWT_SECRET=$(openssl rand -base64 48) wsgate:local
 #
 # Two stages: a Rust builder (rust:1-bookworm) and a small Debian runtime
 # (debian:bookworm-slim) built on the same Debian release, so the glibc the binary was

@@ -18,7 +18,7 @@ cd "$ROOT" || exit 1
 REPS=${REPS:-3}
 ONLY=${ONLY:-.}
 TMO=${TMO:-180}
-SECRET=${SECRET:-wsgate-bench-secret}
+SECRET=${SECRET:-wsgate-bench-secret-0123456789abcdef}
 FLOOR_SRC=/work/shared/floor
 FLOOR_TARGET=$ROOT/target-floor
 OUT=$ROOT/bench-results

@@ -13,7 +13,7 @@
 set -u
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
-SECRET=bench-secret-redis-fleet
+SECRET=bench-secret-redis-fleet-0123456789abcdef
 OUT=bench-results/redis_fleet.txt
 mkdir -p bench-results
 ulimit -n 20000 2>/dev/null || true

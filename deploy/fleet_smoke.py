@@ -38,7 +38,7 @@ import urllib.request
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-SECRET = "fleet-smoke-secret"
+SECRET = "fleet-smoke-secret-0123456789abcdef"
 DRAIN_MS = 3000
 
 

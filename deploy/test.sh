@@ -220,7 +220,7 @@ c_compose_config() {
   env -u JWT_SECRET "$COMPOSE" -f docker-compose.yml --project-directory . config >"$WORK/compose.yml"
   echo "services: $(env -u JWT_SECRET "$COMPOSE" -f docker-compose.yml --project-directory . config --services | sort | paste -sd' ' -)"
   # JWT_SECRET from the caller's environment wins over the dev default.
-  JWT_SECRET=from-the-environment "$COMPOSE" -f docker-compose.yml --project-directory . config >"$WORK/compose-env.yml"
+  JWT_SECRET=from-the-environment-0123456789abcdef "$COMPOSE" -f docker-compose.yml --project-directory . config >"$WORK/compose-env.yml"
   test "$(grep -c 'JWT_SECRET: from-the-environment' "$WORK/compose-env.yml")" -eq 3
   echo "JWT_SECRET=... in the environment reaches all three instances"
 }

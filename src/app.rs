@@ -17,17 +17,17 @@ use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, Fleet};
 use crate::config::Config;
 use crate::disconnect::Disconnect;
+use crate::error::StartError;
 use crate::event::IdGenerator;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::outbox::Limits;
 use crate::session::SessionSettings;
 pub use crate::state::{ws_config, AppState};
 
 impl AppState {
     /// Builds the state with the broker the config asks for: Redis when `REDIS_URL` is set,
     /// memory otherwise. Must run inside the runtime (the Redis broker starts tasks).
-    pub fn new(cfg: Config) -> Result<Arc<AppState>, String> {
+    pub fn new(cfg: Config) -> Result<Arc<AppState>, StartError> {
         Self::new_on(cfg, None)
     }
 
@@ -35,49 +35,52 @@ impl AppState {
     /// runtime) when given: a PUBLISH, its answer and the subscription must not wait behind
     /// thousands of session tasks woken by a fan-out (measured: ~20 ms per publish at 5k
     /// subscribers per instance when they shared the session runtime).
-    pub fn new_on(cfg: Config, control_rt: Option<&tokio::runtime::Handle>) -> Result<Arc<AppState>, String> {
+    pub fn new_on(cfg: Config, control_rt: Option<&tokio::runtime::Handle>) -> Result<Arc<AppState>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let limits = Limits { max_messages: cfg.outbox_max_messages, max_bytes: cfg.outbox_max_bytes };
-        let hub = Hub::new(limits, metrics.clone(), &cfg.instance_id);
+        let hub = Hub::new(cfg.outbox, metrics.clone(), &cfg.instance.id);
         hub.spawn_dispatcher();
-        let (broker, fleet): (Arc<dyn Broker>, Arc<dyn Fleet>) = match cfg.redis_url {
-            Some(_) => {
+        let (broker, fleet): (Arc<dyn Broker>, Arc<dyn Fleet>) = match &cfg.redis {
+            Some(redis) => {
                 let _on_control = control_rt.map(|h| h.enter());
-                let b = RedisBroker::start(&cfg, &hub, metrics.clone())?;
+                let b = RedisBroker::start(
+                    redis,
+                    &cfg.instance,
+                    cfg.history,
+                    cfg.publish.idempotency_window,
+                    &hub,
+                    metrics.clone(),
+                )?;
                 (b.clone(), b)
             }
             None => {
-                let b = Arc::new(MemoryBroker::new(hub.clone(), cfg.history, cfg.idempotency_window));
+                let b = Arc::new(MemoryBroker::new(hub.clone(), cfg.history, cfg.publish.idempotency_window));
                 (b.clone(), b)
             }
         };
         Self::with_broker(cfg, hub, broker, fleet, metrics)
     }
 
+    /// The state around a broker built by the caller. Each component gets its part of `cfg`.
     pub fn with_broker(
         cfg: Config,
         hub: Arc<Hub>,
         broker: Arc<dyn Broker>,
         fleet: Arc<dyn Fleet>,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<AppState>, String> {
-        let auth = Authenticator::new(&cfg)?;
-        let limiter = NonZeroU32::new(cfg.publish_rate_per_sec).map(|rate| {
-            let burst = NonZeroU32::new(cfg.publish_burst).unwrap_or(rate);
+    ) -> Result<Arc<AppState>, StartError> {
+        let auth = Authenticator::new(&cfg.auth)?;
+        let limiter = NonZeroU32::new(cfg.publish.rate_per_sec).map(|rate| {
+            let burst = NonZeroU32::new(cfg.publish.burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        let session_settings = SessionSettings {
-            ping_interval: cfg.ping_interval,
-            pong_timeout: cfg.pong_timeout,
-            write_timeout: cfg.ping_interval + cfg.pong_timeout,
-            close_timeout: cfg.drain_timeout.min(Duration::from_secs(5)),
-            max_channels: cfg.max_channels_per_connection,
-            client_messages_per_sec: cfg.limits.client_messages_per_sec,
-        };
-        let ws_config = ws_config(&cfg);
-        let cfg_limits = cfg.limits;
         Ok(Arc::new(AppState {
-            cfg,
+            dev_mode: cfg.dev_mode(),
+            session_settings: SessionSettings::new(&cfg.session, cfg.process.drain_timeout),
+            ws_config: ws_config(&cfg.session, cfg.publish.max_body_bytes),
+            listen: cfg.listen,
+            publish: cfg.publish,
+            drain_timeout: cfg.process.drain_timeout,
+            leeway: cfg.auth.leeway,
             hub,
             broker,
             fleet,
@@ -85,12 +88,10 @@ impl AppState {
             metrics,
             ids: IdGenerator::new(),
             limiter,
-            conn_limits: crate::limits::Limiter::new(cfg_limits),
+            conn_limits: crate::limits::Limiter::new(cfg.limits),
             draining: AtomicBool::new(false),
             started: Instant::now(),
             sessions: TaskTracker::new(),
-            session_settings,
-            ws_config,
             session_rt: tokio::runtime::Handle::current(),
         }))
     }
@@ -103,7 +104,7 @@ pub async fn run(
     listener: TcpListener,
     http_rt: Option<tokio::runtime::Handle>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     let st = AppState::new_on(cfg, http_rt.as_ref())?;
     run_with(st, listener, http_rt, shutdown).await
 }
@@ -120,8 +121,9 @@ pub async fn run_with(
     listener: TcpListener,
     http_rt: Option<tokio::runtime::Handle>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
-    let addr = listener.local_addr().map_err(|e| format!("LISTEN_ADDR: {e}"))?;
+) -> Result<(), StartError> {
+    let listen_error = |source| StartError::Listen { setting: "LISTEN_ADDR", addr: st.listen.addr, source };
+    let addr = listener.local_addr().map_err(listen_error)?;
     let status = st.broker.status();
     tracing::info!(
         instance_id = %st.hub.instance_id(),
@@ -130,14 +132,14 @@ pub async fn run_with(
         "wsgate starting ({} mode)",
         status.mode
     );
-    if st.cfg.dev_mode() {
+    if st.dev_mode {
         announce_dev_mode(&st);
     }
 
     let stop_http = CancellationToken::new();
     let http_rt = http_rt.unwrap_or_else(tokio::runtime::Handle::current);
     // A listener belongs to the reactor it was created on: hand it over as a std socket.
-    let listener = listener.into_std().map_err(|e| format!("LISTEN_ADDR: {e}"))?;
+    let listener = listener.into_std().map_err(listen_error)?;
     let serve = {
         let (st, stop) = (st.clone(), stop_http.clone());
         async move {
@@ -176,9 +178,9 @@ pub async fn run_with(
 async fn drain(st: &AppState) {
     st.draining.store(true, Ordering::Release);
     let n = st.hub.close_all(Disconnect::Shutdown);
-    tracing::info!(connections = n, timeout_ms = st.cfg.drain_timeout.as_millis() as u64, "draining");
+    tracing::info!(connections = n, timeout_ms = st.drain_timeout.as_millis() as u64, "draining");
     st.sessions.close();
-    if tokio::time::timeout(st.cfg.drain_timeout, st.sessions.wait()).await.is_err() {
+    if tokio::time::timeout(st.drain_timeout, st.sessions.wait()).await.is_err() {
         tracing::warn!(left = st.hub.connection_count(), "drain timeout reached; dropping remaining sockets");
     }
 }
@@ -203,7 +205,7 @@ async fn janitor(st: Arc<AppState>, stop: CancellationToken) {
 fn announce_dev_mode(st: &AppState) {
     let day = Duration::from_secs(24 * 3600);
     tracing::warn!(
-        "DEV MODE: neither JWT_SECRET nor JWT_PUBLIC_KEY_FILE is set; tokens are signed with a random \
+        "DEV MODE: no JWT_SECRET, JWT_SECRET_FILE, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL is set; tokens are signed with a random \
          key that dies with this process. Never run like this in production."
     );
     if let (Some(user), Some(publisher)) =

@@ -20,7 +20,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, JwtKey};
+use crate::config::{AuthConfig, JwtKey};
+use crate::error::StartError;
 use crate::jwks::Jwks;
 use crate::jwt_key::public_key;
 
@@ -168,25 +169,25 @@ enum Attempt {
 }
 
 /// The claim rules of the configuration, for tokens signed with `alg`.
-fn validation(cfg: &Config, alg: Algorithm) -> Validation {
+fn validation(cfg: &AuthConfig, alg: Algorithm) -> Validation {
     let mut validation = Validation::new(alg);
     // A configured issuer or audience must be present, not merely right when present.
     let mut required = vec!["exp", "sub"];
-    if cfg.jwt_issuer.is_some() {
+    if cfg.issuer.is_some() {
         required.push("iss");
     }
-    if cfg.jwt_audience.is_some() {
+    if cfg.audience.is_some() {
         required.push("aud");
     }
     validation.set_required_spec_claims(&required);
-    validation.leeway = cfg.jwt_leeway.as_secs();
+    validation.leeway = cfg.leeway.as_secs();
     validation.validate_nbf = true;
-    match &cfg.jwt_audience {
+    match &cfg.audience {
         Some(aud) => validation.set_audience(&[aud]),
         // Without a configured audience, a token's `aud` is not ours to judge.
         None => validation.validate_aud = false,
     }
-    if let Some(iss) = &cfg.jwt_issuer {
+    if let Some(iss) = &cfg.issuer {
         validation.set_issuer(&[iss]);
     }
     validation
@@ -210,8 +211,8 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Cla
 
 impl Authenticator {
     /// With `JWT_JWKS_URL`, starts the key set's fetch task: must run inside a Tokio runtime.
-    pub fn new(cfg: &Config) -> Result<Self, String> {
-        let (keys, signing) = match &cfg.jwt_key {
+    pub fn new(cfg: &AuthConfig) -> Result<Self, StartError> {
+        let (keys, signing) = match &cfg.key {
             JwtKey::Secret(s) | JwtKey::Dev(s) => (
                 Keys::Fixed {
                     key: DecodingKey::from_secret(s),
@@ -224,7 +225,7 @@ impl Authenticator {
                 (Keys::Fixed { key, validation: Box::new(validation(cfg, alg)) }, None)
             }
             JwtKey::Jwks => {
-                let settings = cfg.jwks.as_ref().ok_or("JWT_JWKS_URL is not set")?;
+                let settings = cfg.jwks.as_ref().expect("a JWKS key comes with its settings");
                 // Each key replaces the algorithms with its own.
                 (Keys::Jwks(Jwks::start(settings, validation(cfg, Algorithm::RS256))?), None)
             }
@@ -338,10 +339,11 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    const TEST_SECRET: &str = "unit-test-secret-of-at-least-32-bytes";
     use super::*;
 
     fn auth() -> Authenticator {
-        Authenticator::new(&Config::for_tests("s3cret")).unwrap()
+        Authenticator::new(&crate::config::Config::for_tests(TEST_SECRET).auth).unwrap()
     }
 
     fn sign(claims: serde_json::Value, secret: &str) -> String {
@@ -356,18 +358,18 @@ mod tests {
     #[test]
     fn accepts_and_refuses() {
         let a = auth();
-        let ok = sign(serde_json::json!({"sub":"alice","exp":exp(60)}), "s3cret");
+        let ok = sign(serde_json::json!({"sub":"alice","exp":exp(60)}), TEST_SECRET);
         assert_eq!(a.verify(&ok).unwrap().sub, "alice");
         assert_eq!(a.verify_publisher(&ok).unwrap_err(), AuthError::Forbidden);
-        let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":"read publish"}), "s3cret");
+        let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":"read publish"}), TEST_SECRET);
         assert!(a.verify_publisher(&p).is_ok());
-        let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":["publish"]}), "s3cret");
+        let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":["publish"]}), TEST_SECRET);
         assert!(a.verify_publisher(&p).is_ok());
         let cases = [
-            (sign(serde_json::json!({"sub":"a","exp":exp(-120)}), "s3cret"), AuthError::Expired),
-            (sign(serde_json::json!({"sub":"a","exp":exp(60),"nbf":exp(120)}), "s3cret"), AuthError::NotYetValid),
+            (sign(serde_json::json!({"sub":"a","exp":exp(-120)}), TEST_SECRET), AuthError::Expired),
+            (sign(serde_json::json!({"sub":"a","exp":exp(60),"nbf":exp(120)}), TEST_SECRET), AuthError::NotYetValid),
             (sign(serde_json::json!({"sub":"a","exp":exp(60)}), "other"), AuthError::BadSignature),
-            (sign(serde_json::json!({"exp":exp(60)}), "s3cret"), AuthError::MissingClaim("sub".into())),
+            (sign(serde_json::json!({"exp":exp(60)}), TEST_SECRET), AuthError::MissingClaim("sub".into())),
             ("abc.def".to_string(), AuthError::Malformed),
             (String::new(), AuthError::Missing),
         ];
@@ -375,7 +377,7 @@ mod tests {
             assert_eq!(a.verify(&tok).unwrap_err(), want, "{tok}");
         }
         // aud present but none configured: accepted.
-        let t = sign(serde_json::json!({"sub":"a","exp":exp(60),"aud":"x"}), "s3cret");
+        let t = sign(serde_json::json!({"sub":"a","exp":exp(60),"aud":"x"}), TEST_SECRET);
         assert!(a.verify(&t).is_ok());
     }
 

@@ -108,7 +108,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 /// Runs a subcommand; the error is printed by `main`.
 pub async fn run(cmd: Command, cfg: &Config) -> Result<(), String> {
-    let auth = Authenticator::new(cfg)?;
+    let auth = Authenticator::new(&cfg.auth).map_err(|e| e.to_string())?;
     let mint = |sub: &str, scope: Option<&str>| {
         if cfg.dev_mode() {
             return Err("no key configured: set JWT_SECRET (or pass --token)".to_string());

@@ -226,6 +226,21 @@ pub struct Args {
     /// How long an `Idempotency-Key` is remembered (seconds).
     #[arg(long, env = "IDEMPOTENCY_WINDOW_SECS", value_name = "IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
+
+    /// A file holding the HS256 secret (the form Kubernetes and Docker secrets are mounted in),
+    /// instead of JWT_SECRET. One trailing newline is ignored.
+    #[arg(long, env = "JWT_SECRET_FILE", value_name = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// A file holding the Redis password, put into REDIS_URL (which must then carry none).
+    #[arg(long, env = "REDIS_PASSWORD_FILE", value_name = "REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// A second listener for operators: `/metrics`, `/ws/stats`, `/health` and the admin API
+    /// move there, so the public LISTEN_ADDR carries only `/ws`, `/api/events` and the probes.
+    /// Unset: everything on LISTEN_ADDR.
+    #[arg(long, env = "ADMIN_LISTEN_ADDR", value_name = "ADMIN_LISTEN_ADDR")]
+    pub admin_listen_addr: Option<SocketAddr>,
 }
 
 /// How tokens are verified.
@@ -235,7 +250,7 @@ pub enum JwtKey {
     Secret(Vec<u8>),
     /// RS256 or ES256 public key, PEM-encoded.
     PublicKeyPem(Vec<u8>),
-    /// Keys fetched from `JWT_JWKS_URL` ([`Config::jwks`]) and picked by `kid`.
+    /// Keys fetched from `JWT_JWKS_URL` ([`AuthConfig::jwks`]) and picked by `kid`.
     Jwks,
     /// No key configured: a random HS256 secret for this process only.
     Dev(Vec<u8>),
@@ -253,44 +268,100 @@ impl std::fmt::Debug for JwtKey {
     }
 }
 
-/// The validated configuration the app is built from.
+/// The validated configuration the app is built from: one part per component, each handed
+/// only to the component that uses it (see `app.rs`).
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub listen_addr: SocketAddr,
-    pub redis_url: Option<String>,
-    pub redis_key_prefix: String,
-    pub jwt_key: JwtKey,
-    pub jwt_issuer: Option<String>,
-    pub jwt_audience: Option<String>,
-    pub jwt_leeway: Duration,
-    pub instance_id: String,
-    pub heartbeat_interval: Duration,
-    pub log_format: LogFormat,
+    /// The HTTP listeners and who may reach them ([`crate::http`]).
+    pub listen: ListenConfig,
+    /// Token verification ([`crate::auth`]).
+    pub auth: AuthConfig,
+    /// The WebSocket connection loop ([`crate::session`]).
+    pub session: SessionConfig,
+    /// Each connection's outbound queue ([`crate::hub`], [`crate::outbox`]).
+    pub outbox: OutboxLimits,
+    /// What is kept for resume (the brokers).
+    pub history: HistoryLimits,
+    /// `POST /api/events` ([`crate::http`]).
+    pub publish: PublishConfig,
+    /// Connection caps per instance, user and IP ([`crate::limits`]).
+    pub limits: ConnectionLimits,
+    /// This instance's name and heartbeat (hub, fleet view).
+    pub instance: InstanceConfig,
+    /// `None`: in-memory mode.
+    pub redis: Option<RedisConfig>,
+    /// Logging, threads, shutdown ([`crate::runtime`], [`crate::app`]).
+    pub process: ProcessConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    pub addr: SocketAddr,
+    /// `ADMIN_LISTEN_ADDR`: operators' endpoints on their own listener.
+    pub admin_addr: Option<SocketAddr>,
     /// `None` = any origin.
     pub allowed_origins: Option<Vec<String>>,
-    pub max_message_bytes: usize,
-    pub outbox_max_messages: usize,
-    pub outbox_max_bytes: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub demo_page: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway: Duration,
+    /// Set exactly when `key` is [`JwtKey::Jwks`].
+    pub jwks: Option<JwksSettings>,
+}
+
+impl AuthConfig {
+    /// True when no key was configured and tokens are signed with a random per-process key.
+    pub fn dev_mode(&self) -> bool {
+        matches!(self.key, JwtKey::Dev(_))
+    }
+}
+
+/// Where to fetch verification keys from, and how often.
+#[derive(Clone, Debug)]
+pub struct JwksSettings {
+    pub url: String,
+    pub refresh: Duration,
+    pub min_refetch: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    /// A connection that sent nothing for this long is pinged.
     pub ping_interval: Duration,
+    /// After a ping, silence for this long drops the connection.
     pub pong_timeout: Duration,
-    pub max_body_bytes: usize,
-    pub publish_rate_per_sec: u32,
-    pub publish_burst: u32,
-    pub drain_timeout: Duration,
+    /// Most channels one connection may join.
+    pub max_channels: usize,
+    /// Messages per second a client may send (bursts of twice that); 0 = no limit.
+    pub client_messages_per_sec: u32,
+    /// Largest inbound message or frame.
+    pub max_message_bytes: usize,
     pub ws_read_buffer_bytes: usize,
     pub ws_write_buffer_bytes: usize,
-    pub demo_page: bool,
-    pub worker_threads: usize,
-    pub history: HistoryLimits,
-    pub redis_outbox_max_events: usize,
-    pub redis_outbox_max_bytes: usize,
+}
+
+/// A connection's outbound queue bound; overflow closes it with 1013.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboxLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PublishConfig {
+    /// Largest accepted body (413 above).
+    pub max_body_bytes: usize,
+    /// Per token subject; 0 = no limit.
+    pub rate_per_sec: u32,
+    pub burst: u32,
+    /// How long an `Idempotency-Key` is remembered.
     pub idempotency_window: Duration,
-    pub max_channels_per_connection: usize,
-    pub channel_unsubscribe_delay: Duration,
-    pub redis_startup_wait: Duration,
-    pub limits: ConnectionLimits,
-    pub trusted_proxies: Vec<IpNet>,
-    pub jwks: Option<JwksSettings>,
 }
 
 /// Caps on connections and client traffic (0 = no limit).
@@ -300,15 +371,32 @@ pub struct ConnectionLimits {
     pub per_user: usize,
     pub per_ip: usize,
     pub upgrades_per_sec_per_ip: u32,
-    pub client_messages_per_sec: u32,
 }
 
-/// Where to fetch verification keys from, and how often.
 #[derive(Clone, Debug)]
-pub struct JwksSettings {
+pub struct InstanceConfig {
+    pub id: String,
+    pub heartbeat_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// With the password of `REDIS_PASSWORD_FILE` in it, when that is set.
     pub url: String,
-    pub refresh: Duration,
-    pub min_refetch: Duration,
+    pub key_prefix: String,
+    /// Events kept while Redis is away.
+    pub outbox_max_events: usize,
+    pub outbox_max_bytes: usize,
+    pub channel_unsubscribe_delay: Duration,
+    pub startup_wait: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessConfig {
+    pub log_format: LogFormat,
+    /// 0 = one per core.
+    pub worker_threads: usize,
+    pub drain_timeout: Duration,
 }
 
 /// An IP network: an address and a prefix length.
@@ -364,20 +452,14 @@ pub struct HistoryLimits {
     pub max_bytes: usize,
 }
 
-/// A setting with a value the gateway cannot run with. Displays as `SETTING: why`.
-#[derive(Debug)]
+/// A setting with a value the gateway cannot run with. Displays as
+/// `invalid setting SETTING: why`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
 pub struct ConfigError {
     pub setting: &'static str,
     pub message: String,
 }
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid setting {}: {}", self.setting, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { setting, message: message.into() }
@@ -390,155 +472,111 @@ fn at_least<T: PartialOrd + std::fmt::Display>(setting: &'static str, v: T, min:
     Ok(v)
 }
 
+/// Shortest HS256 secret accepted: 256 bits, the hash's own size (RFC 7518 §3.2). A shorter
+/// one falls to an offline brute force from any token a client holds.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Checks an HS256 secret's length; `setting` names where it came from.
+pub fn check_secret(setting: &'static str, secret: &[u8]) -> Result<(), ConfigError> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(bad(
+            setting,
+            format!(
+                "an HS256 secret must be at least {MIN_SECRET_BYTES} bytes, got {} (generate one with: openssl rand -base64 48)",
+                secret.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A secret file's content without its trailing newline (editors and `echo` add one).
+fn read_secret_file(setting: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let mut v = std::fs::read(path).map_err(|e| bad(setting, format!("cannot read {}: {e}", path.display())))?;
+    if v.ends_with(b"\n") {
+        v.pop();
+        if v.ends_with(b"\r") {
+            v.pop();
+        }
+    }
+    if v.is_empty() {
+        return Err(bad(setting, format!("{} is empty", path.display())));
+    }
+    Ok(v)
+}
+
 impl Config {
-    /// Validates parsed arguments. Reads `JWT_PUBLIC_KEY_FILE` if set.
+    /// Validates parsed arguments. Reads the key and secret files that are set.
     pub fn from_args(a: Args) -> Result<Config, ConfigError> {
-        let jwks_url = a.jwt_jwks_url.as_deref().is_some_and(|u| !u.trim().is_empty());
-        let jwt_key = match (&a.jwt_secret, &a.jwt_public_key_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad("JWT_SECRET", "set either JWT_SECRET or JWT_PUBLIC_KEY_FILE, not both"));
-            }
-            (Some(_), None) | (None, Some(_)) if jwks_url => {
-                let other = if a.jwt_secret.is_some() { "JWT_SECRET" } else { "JWT_PUBLIC_KEY_FILE" };
-                return Err(bad(
-                    "JWT_JWKS_URL",
-                    format!("set only one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL (both {other} and JWT_JWKS_URL are set)"),
-                ));
-            }
-            (Some(s), None) if s.is_empty() => return Err(bad("JWT_SECRET", "must not be empty")),
-            (Some(s), None) => JwtKey::Secret(s.as_bytes().to_vec()),
-            (None, Some(path)) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| bad("JWT_PUBLIC_KEY_FILE", format!("cannot read {}: {e}", path.display())))?;
-                crate::jwt_key::check_public_key(&pem).map_err(|e| bad("JWT_PUBLIC_KEY_FILE", e))?;
-                JwtKey::PublicKeyPem(pem)
-            }
-            // Validated with the rest of the JWKS settings below.
-            (None, None) if jwks_url => JwtKey::Jwks,
-            (None, None) => {
-                let secret: [u8; 32] = rand::random();
-                JwtKey::Dev(secret.to_vec())
-            }
-        };
-        let allowed_origins = match a.allowed_origins.as_deref().map(str::trim) {
-            None | Some("") | Some("*") => None,
-            Some(list) => {
-                let v: Vec<String> =
-                    list.split(',').map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
-                if let Some(o) = v.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
-                    return Err(bad("ALLOWED_ORIGINS", format!("{o:?} is not an origin like https://app.example.com")));
-                }
-                Some(v)
-            }
-        };
-        let instance_id = match a.instance_id {
-            Some(id) if id.trim().is_empty() => return Err(bad("INSTANCE_ID", "must not be empty")),
-            Some(id) if id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                return Err(bad("INSTANCE_ID", "at most 128 characters, no spaces or control characters"));
-            }
-            Some(id) => id,
-            None => default_instance_id(),
-        };
-        if a.redis_key_prefix.chars().any(|c| c.is_whitespace()) {
-            return Err(bad("REDIS_KEY_PREFIX", "must not contain white space"));
-        }
-        if let Some(url) = &a.redis_url {
-            let ok = [
-                "redis://",
-                "rediss://",
-                "redis-cluster://",
-                "rediss-cluster://",
-                "redis-sentinel://",
-                "rediss-sentinel://",
-            ]
-            .iter()
-            .any(|p| url.starts_with(p));
-            if !ok {
-                return Err(bad(
-                    "REDIS_URL",
-                    "must start with redis://, rediss://, redis-cluster://, rediss-cluster:// or redis-sentinel://",
-                ));
-            }
-        }
-        let max_message_bytes = at_least("MAX_MESSAGE_BYTES", a.max_message_bytes, 128)?;
-        let ws_read_buffer_bytes = at_least("WS_READ_BUFFER_BYTES", a.ws_read_buffer_bytes, 256)?;
-        let ws_write_buffer_bytes = at_least("WS_WRITE_BUFFER_BYTES", a.ws_write_buffer_bytes, 256)?;
         Ok(Config {
-            listen_addr: a.listen_addr,
-            redis_url: a.redis_url.filter(|u| !u.is_empty()),
-            redis_key_prefix: a.redis_key_prefix,
-            jwt_key,
-            jwt_issuer: a.jwt_issuer.filter(|s| !s.is_empty()),
-            jwt_audience: a.jwt_audience.filter(|s| !s.is_empty()),
-            jwt_leeway: Duration::from_secs(at_most("JWT_LEEWAY_SECS", a.jwt_leeway_secs, 3600)?),
-            instance_id,
-            heartbeat_interval: Duration::from_millis(at_least("HEARTBEAT_INTERVAL_MS", a.heartbeat_interval_ms, 100)?),
-            log_format: a.log_format,
-            allowed_origins,
-            max_message_bytes,
-            outbox_max_messages: at_least("OUTBOX_MAX_MESSAGES", a.outbox_max_messages, 1)?,
-            outbox_max_bytes: at_least("OUTBOX_MAX_BYTES", a.outbox_max_bytes, 1024)?,
-            ping_interval: Duration::from_millis(at_least("PING_INTERVAL_MS", a.ping_interval_ms, 50)?),
-            pong_timeout: Duration::from_millis(at_least("PONG_TIMEOUT_MS", a.pong_timeout_ms, 50)?),
-            max_body_bytes: at_least("MAX_BODY_BYTES", a.max_body_bytes, 64)?,
-            publish_rate_per_sec: a.publish_rate_per_sec,
-            publish_burst: if a.publish_rate_per_sec > 0 {
-                at_least("PUBLISH_BURST", a.publish_burst, 1)?
-            } else {
-                a.publish_burst
+            auth: auth_config(&a)?,
+            listen: ListenConfig {
+                addr: a.listen_addr,
+                admin_addr: match a.admin_listen_addr {
+                    Some(admin) if admin == a.listen_addr => {
+                        return Err(bad(
+                            "ADMIN_LISTEN_ADDR",
+                            "must differ from LISTEN_ADDR (unset it to serve everything there)",
+                        ));
+                    }
+                    other => other,
+                },
+                allowed_origins: allowed_origins(a.allowed_origins.as_deref())?,
+                trusted_proxies: trusted_proxies(a.trusted_proxies.as_deref())?,
+                demo_page: a.demo_page,
             },
-            drain_timeout: Duration::from_millis(a.drain_timeout_ms),
-            ws_read_buffer_bytes,
-            ws_write_buffer_bytes,
-            demo_page: a.demo_page,
-            worker_threads: a.worker_threads,
+            session: SessionConfig {
+                ping_interval: Duration::from_millis(at_least("PING_INTERVAL_MS", a.ping_interval_ms, 50)?),
+                pong_timeout: Duration::from_millis(at_least("PONG_TIMEOUT_MS", a.pong_timeout_ms, 50)?),
+                max_channels: at_least("MAX_CHANNELS_PER_CONNECTION", a.max_channels_per_connection, 1)?,
+                client_messages_per_sec: a.client_messages_per_sec,
+                max_message_bytes: at_least("MAX_MESSAGE_BYTES", a.max_message_bytes, 128)?,
+                ws_read_buffer_bytes: at_least("WS_READ_BUFFER_BYTES", a.ws_read_buffer_bytes, 256)?,
+                ws_write_buffer_bytes: at_least("WS_WRITE_BUFFER_BYTES", a.ws_write_buffer_bytes, 256)?,
+            },
+            outbox: OutboxLimits {
+                max_messages: at_least("OUTBOX_MAX_MESSAGES", a.outbox_max_messages, 1)?,
+                max_bytes: at_least("OUTBOX_MAX_BYTES", a.outbox_max_bytes, 1024)?,
+            },
             history: HistoryLimits {
                 max_events: at_most("HISTORY_MAX_EVENTS", a.history_max_events as u64, 10_000_000)? as usize,
                 max_age: Duration::from_secs(at_least("HISTORY_MAX_AGE_SECS", a.history_max_age_secs, 1)?),
                 max_bytes: at_least("HISTORY_MAX_BYTES", a.history_max_bytes, 1024)?,
             },
-            redis_outbox_max_events: at_least("REDIS_OUTBOX_MAX_EVENTS", a.redis_outbox_max_events, 1)?,
-            redis_outbox_max_bytes: at_least("REDIS_OUTBOX_MAX_BYTES", a.redis_outbox_max_bytes, 1024)?,
-            max_channels_per_connection: at_least("MAX_CHANNELS_PER_CONNECTION", a.max_channels_per_connection, 1)?,
+            publish: PublishConfig {
+                max_body_bytes: at_least("MAX_BODY_BYTES", a.max_body_bytes, 64)?,
+                rate_per_sec: a.publish_rate_per_sec,
+                burst: if a.publish_rate_per_sec > 0 {
+                    at_least("PUBLISH_BURST", a.publish_burst, 1)?
+                } else {
+                    a.publish_burst
+                },
+                idempotency_window: Duration::from_secs(at_least(
+                    "IDEMPOTENCY_WINDOW_SECS",
+                    a.idempotency_window_secs,
+                    1,
+                )?),
+            },
             limits: ConnectionLimits {
                 max_connections: a.max_connections,
                 per_user: a.max_connections_per_user,
                 per_ip: a.max_connections_per_ip,
                 upgrades_per_sec_per_ip: a.upgrades_per_sec_per_ip,
-                client_messages_per_sec: a.client_messages_per_sec,
             },
-            trusted_proxies: match a.trusted_proxies.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-                None => Vec::new(),
-                Some(list) => list
-                    .split(',')
-                    .map(|p| {
-                        IpNet::parse(p).ok_or_else(|| {
-                            bad(
-                                "TRUSTED_PROXIES",
-                                format!("{:?} is not an IP address or CIDR like 10.0.0.0/8", p.trim()),
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
+            instance: InstanceConfig {
+                id: instance_id(a.instance_id.clone())?,
+                heartbeat_interval: Duration::from_millis(at_least(
+                    "HEARTBEAT_INTERVAL_MS",
+                    a.heartbeat_interval_ms,
+                    100,
+                )?),
             },
-            jwks: match a.jwt_jwks_url.filter(|u| !u.trim().is_empty()) {
-                None => None,
-                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
-                    return Err(bad("JWT_JWKS_URL", "must be an http:// or https:// URL"));
-                }
-                Some(url) => Some(JwksSettings {
-                    url,
-                    refresh: Duration::from_secs(at_least("JWKS_REFRESH_SECS", a.jwks_refresh_secs, 1)?),
-                    min_refetch: Duration::from_secs(a.jwks_min_refetch_secs),
-                }),
+            redis: redis_config(&a)?,
+            process: ProcessConfig {
+                log_format: a.log_format,
+                worker_threads: a.worker_threads,
+                drain_timeout: Duration::from_millis(a.drain_timeout_ms),
             },
-            channel_unsubscribe_delay: Duration::from_millis(a.channel_unsubscribe_delay_ms),
-            redis_startup_wait: Duration::from_millis(at_most(
-                "REDIS_STARTUP_WAIT_MS",
-                a.redis_startup_wait_ms,
-                60_000,
-            )?),
-            idempotency_window: Duration::from_secs(at_least("IDEMPOTENCY_WINDOW_SECS", a.idempotency_window_secs, 1)?),
         })
     }
 
@@ -550,8 +588,196 @@ impl Config {
 
     /// True when no key was configured and tokens are signed with a random per-process key.
     pub fn dev_mode(&self) -> bool {
-        matches!(self.jwt_key, JwtKey::Dev(_))
+        self.auth.dev_mode()
     }
+}
+
+/// The key sources are exclusive: exactly one of JWT_SECRET, JWT_SECRET_FILE,
+/// JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL, or none (dev mode).
+fn auth_config(a: &Args) -> Result<AuthConfig, ConfigError> {
+    let jwks_url = a.jwt_jwks_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let sources: Vec<&'static str> = [
+        ("JWT_SECRET", a.jwt_secret.as_deref().is_some_and(|s| !s.is_empty())),
+        ("JWT_SECRET_FILE", a.jwt_secret_file.is_some()),
+        ("JWT_PUBLIC_KEY_FILE", a.jwt_public_key_file.is_some()),
+        ("JWT_JWKS_URL", jwks_url.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if sources.len() > 1 {
+        return Err(bad(
+            sources[sources.len() - 1],
+            format!(
+                "set only one of JWT_SECRET, JWT_SECRET_FILE, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL (both {} are set)",
+                sources.join(" and ")
+            ),
+        ));
+    }
+    let key = if let Some(s) = a.jwt_secret.as_deref().filter(|s| !s.is_empty()) {
+        check_secret("JWT_SECRET", s.as_bytes())?;
+        JwtKey::Secret(s.as_bytes().to_vec())
+    } else if a.jwt_secret.is_some() && sources.is_empty() {
+        return Err(bad("JWT_SECRET", "must not be empty (unset it for dev mode)"));
+    } else if let Some(path) = &a.jwt_secret_file {
+        let s = read_secret_file("JWT_SECRET_FILE", path)?;
+        check_secret("JWT_SECRET_FILE", &s)?;
+        JwtKey::Secret(s)
+    } else if let Some(path) = &a.jwt_public_key_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| bad("JWT_PUBLIC_KEY_FILE", format!("cannot read {}: {e}", path.display())))?;
+        crate::jwt_key::check_public_key(&pem).map_err(|e| bad("JWT_PUBLIC_KEY_FILE", e.to_string()))?;
+        JwtKey::PublicKeyPem(pem)
+    } else if jwks_url.is_some() {
+        JwtKey::Jwks
+    } else {
+        let secret: [u8; 32] = rand::random();
+        JwtKey::Dev(secret.to_vec())
+    };
+    let jwks = match jwks_url {
+        None => None,
+        Some(url) => {
+            check_jwks_url(url)?;
+            Some(JwksSettings {
+                url: url.to_string(),
+                refresh: Duration::from_secs(at_least("JWKS_REFRESH_SECS", a.jwks_refresh_secs, 1)?),
+                // A floor: without it every token with an unknown `kid` could cause a fetch.
+                min_refetch: Duration::from_secs(at_least("JWKS_MIN_REFETCH_SECS", a.jwks_min_refetch_secs, 1)?),
+            })
+        }
+    };
+    Ok(AuthConfig {
+        key,
+        issuer: a.jwt_issuer.clone().filter(|s| !s.is_empty()),
+        audience: a.jwt_audience.clone().filter(|s| !s.is_empty()),
+        leeway: Duration::from_secs(at_most("JWT_LEEWAY_SECS", a.jwt_leeway_secs, 3600)?),
+        jwks,
+    })
+}
+
+/// Keys fetched in plain text can be replaced by anyone on the path, who can then mint any
+/// token: https only, except for a key server on this host.
+fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(bad("JWT_JWKS_URL", "must be an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(bad(
+            "JWT_JWKS_URL",
+            format!("must be an https:// URL (http:// is allowed only for a loopback host, got {host:?})"),
+        ));
+    }
+    Ok(())
+}
+
+fn allowed_origins(list: Option<&str>) -> Result<Option<Vec<String>>, ConfigError> {
+    match list.map(str::trim) {
+        None | Some("") | Some("*") => Ok(None),
+        Some(list) => {
+            let v: Vec<String> = list.split(',').map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase()).collect();
+            if let Some(o) = v.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
+                return Err(bad("ALLOWED_ORIGINS", format!("{o:?} is not an origin like https://app.example.com")));
+            }
+            Ok(Some(v))
+        }
+    }
+}
+
+fn trusted_proxies(list: Option<&str>) -> Result<Vec<IpNet>, ConfigError> {
+    match list.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(Vec::new()),
+        Some(list) => list
+            .split(',')
+            .map(|p| {
+                IpNet::parse(p).ok_or_else(|| {
+                    bad("TRUSTED_PROXIES", format!("{:?} is not an IP address or CIDR like 10.0.0.0/8", p.trim()))
+                })
+            })
+            .collect(),
+    }
+}
+
+fn instance_id(id: Option<String>) -> Result<String, ConfigError> {
+    match id {
+        Some(id) if id.trim().is_empty() => Err(bad("INSTANCE_ID", "must not be empty")),
+        Some(id) if id.len() > 128 || id.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Err(bad("INSTANCE_ID", "at most 128 characters, no spaces or control characters"))
+        }
+        Some(id) => Ok(id),
+        None => Ok(default_instance_id()),
+    }
+}
+
+const REDIS_SCHEMES: [&str; 6] =
+    ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://", "redis-sentinel://", "rediss-sentinel://"];
+
+fn redis_config(a: &Args) -> Result<Option<RedisConfig>, ConfigError> {
+    if a.redis_key_prefix.chars().any(|c| c.is_whitespace()) {
+        return Err(bad("REDIS_KEY_PREFIX", "must not contain white space"));
+    }
+    let Some(url) = a.redis_url.as_deref().filter(|u| !u.is_empty()) else {
+        if a.redis_password_file.is_some() {
+            return Err(bad("REDIS_PASSWORD_FILE", "is set but REDIS_URL is not"));
+        }
+        return Ok(None);
+    };
+    if !REDIS_SCHEMES.iter().any(|p| url.starts_with(p)) {
+        return Err(bad(
+            "REDIS_URL",
+            "must start with redis://, rediss://, redis-cluster://, rediss-cluster:// or redis-sentinel://",
+        ));
+    }
+    let url = match &a.redis_password_file {
+        None => url.to_string(),
+        Some(path) => {
+            let password = read_secret_file("REDIS_PASSWORD_FILE", path)?;
+            let password = String::from_utf8(password)
+                .map_err(|_| bad("REDIS_PASSWORD_FILE", format!("{} is not UTF-8 text", path.display())))?;
+            with_password(url, &password)?
+        }
+    };
+    Ok(Some(RedisConfig {
+        url,
+        key_prefix: a.redis_key_prefix.clone(),
+        outbox_max_events: at_least("REDIS_OUTBOX_MAX_EVENTS", a.redis_outbox_max_events, 1)?,
+        outbox_max_bytes: at_least("REDIS_OUTBOX_MAX_BYTES", a.redis_outbox_max_bytes, 1024)?,
+        channel_unsubscribe_delay: Duration::from_millis(a.channel_unsubscribe_delay_ms),
+        startup_wait: Duration::from_millis(at_most("REDIS_STARTUP_WAIT_MS", a.redis_startup_wait_ms, 60_000)?),
+    }))
+}
+
+/// `redis://user@host` + `pw` → `redis://user:pw@host` (the password percent-encoded). A URL
+/// that already carries a password is a second source: refused, like two JWT key sources.
+fn with_password(url: &str, password: &str) -> Result<String, ConfigError> {
+    let (scheme, rest) = url.split_once("://").expect("scheme checked");
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => {
+            return Err(bad("REDIS_PASSWORD_FILE", "REDIS_URL already carries a password: set it in one place only"));
+        }
+        Some((user, host)) => (user, host),
+        None => ("", authority),
+    };
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Ok(format!("{scheme}://{user}:{encoded}@{host}{path}"))
 }
 
 fn at_most(setting: &'static str, v: u64, max: u64) -> Result<u64, ConfigError> {
@@ -595,6 +821,8 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "a-unit-test-secret-of-32-bytes-or-more";
+
     fn parse(args: &[&str]) -> Result<Config, String> {
         let mut v = vec!["wsgate"];
         v.extend_from_slice(args);
@@ -602,14 +830,25 @@ mod tests {
         Config::from_args(a).map_err(|e| e.to_string())
     }
 
+    fn temp_file(name: &str, content: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("wsgate-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
     #[test]
     fn defaults_are_valid_and_dev_mode_without_keys() {
         let c = parse(&[]).unwrap();
         assert!(c.dev_mode());
-        assert_eq!(c.listen_addr.to_string(), "0.0.0.0:8000");
-        assert_eq!(c.redis_key_prefix, "websocket:");
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
-        assert!(c.allowed_origins.is_none());
+        assert_eq!(c.listen.addr.to_string(), "0.0.0.0:8000");
+        assert!(c.listen.admin_addr.is_none());
+        assert!(c.redis.is_none());
+        assert_eq!(c.instance.heartbeat_interval, Duration::from_secs(5));
+        assert!(c.listen.allowed_origins.is_none());
+        let c = parse(&["--redis-url", "redis://h:6379"]).unwrap();
+        assert_eq!(c.redis.unwrap().key_prefix, "websocket:");
     }
 
     #[test]
@@ -624,29 +863,98 @@ mod tests {
         assert!(e.contains("REDIS_URL"), "{e}");
         let e = parse(&["--jwt-public-key-file", "/nonexistent/key.pem"]).unwrap_err();
         assert!(e.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+        let e = parse(&["--listen-addr", "127.0.0.1:9000", "--admin-listen-addr", "127.0.0.1:9000"]).unwrap_err();
+        assert!(e.contains("ADMIN_LISTEN_ADDR"), "{e}");
     }
 
     #[test]
-    fn a_jwks_url_is_the_key_source_and_excludes_the_others() {
+    fn a_short_secret_is_refused_naming_its_setting() {
+        let e = parse(&["--jwt-secret", "x"]).unwrap_err();
+        assert!(e.contains("JWT_SECRET") && e.contains("at least 32 bytes, got 1"), "{e}");
+        let e = parse(&["--jwt-secret", &SECRET[..31]]).unwrap_err();
+        assert!(e.contains("got 31"), "{e}");
+        assert!(parse(&["--jwt-secret", &SECRET[..32]]).is_ok());
+        let short = temp_file("short", b"0123456789\n");
+        let e = parse(&["--jwt-secret-file", short.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("JWT_SECRET_FILE") && e.contains("got 10"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_file_is_read_without_its_trailing_newline() {
+        let f = temp_file("secret", format!("{SECRET}\n").as_bytes());
+        let c = parse(&["--jwt-secret-file", f.to_str().unwrap()]).unwrap();
+        match c.auth.key {
+            JwtKey::Secret(s) => assert_eq!(s, SECRET.as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        let e = parse(&["--jwt-secret-file", "/nonexistent/secret"]).unwrap_err();
+        assert!(e.contains("JWT_SECRET_FILE") && e.contains("cannot read"), "{e}");
+        let empty = temp_file("empty", b"\n");
+        let e = parse(&["--jwt-secret-file", empty.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("JWT_SECRET_FILE") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn two_key_sources_are_one_clear_error() {
+        let f = temp_file("secret2", SECRET.as_bytes());
+        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rs256-public.pem");
+        let cases: [(&[&str], &str); 4] = [
+            (&["--jwt-secret", SECRET, "--jwt-secret-file", f.to_str().unwrap()], "JWT_SECRET and JWT_SECRET_FILE"),
+            (&["--jwt-secret", SECRET, "--jwt-public-key-file", pem], "JWT_SECRET and JWT_PUBLIC_KEY_FILE"),
+            (
+                &["--jwt-secret-file", f.to_str().unwrap(), "--jwt-jwks-url", "https://idp/j"],
+                "JWT_SECRET_FILE and JWT_JWKS_URL",
+            ),
+            (
+                &["--jwt-public-key-file", pem, "--jwt-jwks-url", "https://idp/j"],
+                "JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL",
+            ),
+        ];
+        for (args, both) in cases {
+            let e = parse(args).unwrap_err();
+            assert!(e.contains("set only one of") && e.contains(both), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_jwks_url_is_the_key_source_and_must_be_https_off_this_host() {
         let c = parse(&["--jwt-jwks-url", "https://idp.example/jwks.json"]).unwrap();
         assert!(!c.dev_mode());
-        assert!(matches!(c.jwt_key, JwtKey::Jwks));
-        let s = c.jwks.unwrap();
+        assert!(matches!(c.auth.key, JwtKey::Jwks));
+        let s = c.auth.jwks.unwrap();
         assert_eq!((s.refresh, s.min_refetch), (Duration::from_secs(300), Duration::from_secs(10)));
-        let e = parse(&["--jwt-jwks-url", "https://idp.example/jwks.json", "--jwt-secret", "x"]).unwrap_err();
-        assert!(e.contains("JWT_JWKS_URL") && e.contains("JWT_SECRET"), "{e}");
-        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rs256-public.pem");
-        let e = parse(&["--jwt-jwks-url", "https://idp.example/jwks.json", "--jwt-public-key-file", pem]).unwrap_err();
-        assert!(e.contains("JWT_JWKS_URL") && e.contains("JWT_PUBLIC_KEY_FILE"), "{e}");
+        for plain in ["http://idp.example/jwks.json", "http://10.0.0.1/jwks", "http://127.0.0.1.evil.example/j"] {
+            let e = parse(&["--jwt-jwks-url", plain]).unwrap_err();
+            assert!(e.contains("JWT_JWKS_URL") && e.contains("https://"), "{plain}: {e}");
+        }
+        for local in ["http://127.0.0.1:8080/jwks", "http://localhost/jwks", "http://[::1]:9/jwks"] {
+            assert!(parse(&["--jwt-jwks-url", local]).is_ok(), "{local}");
+        }
         let e = parse(&["--jwt-jwks-url", "ftp://idp.example/jwks.json"]).unwrap_err();
         assert!(e.contains("JWT_JWKS_URL"), "{e}");
+        let e = parse(&["--jwt-jwks-url", "https://idp/j", "--jwks-min-refetch-secs", "0"]).unwrap_err();
+        assert!(e.contains("JWKS_MIN_REFETCH_SECS"), "{e}");
+    }
+
+    #[test]
+    fn a_redis_password_file_goes_into_the_url() {
+        let f = temp_file("redis-pw", b"p@ss:w/rd\n");
+        let c = parse(&["--redis-url", "redis://cache:6379/2", "--redis-password-file", f.to_str().unwrap()]).unwrap();
+        assert_eq!(c.redis.unwrap().url, "redis://:p%40ss%3Aw%2Frd@cache:6379/2");
+        let c = parse(&["--redis-url", "rediss://app@cache", "--redis-password-file", f.to_str().unwrap()]).unwrap();
+        assert_eq!(c.redis.unwrap().url, "rediss://app:p%40ss%3Aw%2Frd@cache");
+        let e =
+            parse(&["--redis-url", "redis://:inline@cache", "--redis-password-file", f.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("REDIS_PASSWORD_FILE") && e.contains("already carries a password"), "{e}");
+        let e = parse(&["--redis-password-file", f.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains("REDIS_PASSWORD_FILE") && e.contains("REDIS_URL is not"), "{e}");
     }
 
     #[test]
     fn origins_are_normalised() {
         let c = parse(&["--allowed-origins", "https://App.example.com/, http://localhost:3000"]).unwrap();
         assert_eq!(
-            c.allowed_origins.unwrap(),
+            c.listen.allowed_origins.unwrap(),
             vec!["https://app.example.com".to_string(), "http://localhost:3000".to_string()]
         );
     }

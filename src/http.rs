@@ -101,7 +101,7 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, peer: IpAddr) -> Respo
     let allowed = match path {
         "/ws/tasks" | "/ws" | "/ws/stats" | "/live" | "/ready" | "/health" | "/metrics" => "GET",
         "/api/events" => "POST",
-        "/demo" | "/demo/" | "/demo/wsgate.js" if st.cfg.demo_page => "GET",
+        "/demo" | "/demo/" | "/demo/wsgate.js" if st.listen.demo_page => "GET",
         p if presence_channel(p).is_some() => "GET",
         _ => return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     };
@@ -192,7 +192,7 @@ async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAd
     if st.draining.load(Ordering::Acquire) {
         return error(StatusCode::SERVICE_UNAVAILABLE, "instance is shutting down; reconnect to another");
     }
-    if let Some(allowed) = &st.cfg.allowed_origins {
+    if let Some(allowed) = &st.listen.allowed_origins {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
             if !allowed.contains(&origin) {
@@ -201,7 +201,7 @@ async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAd
         }
     }
     // Cheap refusals before the token's signature is checked.
-    let ip = client_ip(peer_addr, req.headers(), &st.cfg.trusted_proxies);
+    let ip = client_ip(peer_addr, req.headers(), &st.listen.trusted_proxies);
     if let Err(r) = st.conn_limits.check_upgrade_rate(ip) {
         return limit_refusal(st, r);
     }
@@ -256,7 +256,7 @@ async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: IpAd
     drop(req);
     let peer = Peer {
         user: claims.sub,
-        valid_until: claims.exp.saturating_add(st.cfg.jwt_leeway.as_secs()),
+        valid_until: claims.exp.saturating_add(st.leeway.as_secs()),
         since,
         grants: claims.channels,
         channels,
@@ -336,7 +336,7 @@ async fn publish_inner(req: Request<Incoming>, st: &Arc<AppState>, accepted_at: 
     if !mime.eq_ignore_ascii_case("application/json") {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
     }
-    let limit = st.cfg.max_body_bytes;
+    let limit = st.publish.max_body_bytes;
     let too_large = || {
         let mut r = error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body larger than {limit} bytes"));
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

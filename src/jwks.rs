@@ -31,6 +31,7 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{redact_url, JwksSettings};
+use crate::error::StartError;
 
 /// Largest key set accepted, in bytes (real ones are a few KB).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -225,19 +226,39 @@ struct Demand {
     granted_at: Option<Instant>,
 }
 
+/// Redirects are followed only within the key set's own origin (scheme, host and port), at
+/// most 3: a redirect elsewhere, or from https to http, would let whoever answers there
+/// supply the keys, and so mint any token.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else { return attempt.follow() };
+        if attempt.url().origin() != first.origin() {
+            let why = format!(
+                "a redirect to another origin ({}) is not followed",
+                attempt.url().origin().ascii_serialization()
+            );
+            attempt.error(why)
+        } else if attempt.previous().len() > 3 {
+            attempt.error("more than 3 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 impl Jwks {
     /// Starts the fetch task on the current Tokio runtime and returns at once, without keys:
     /// until the first fetch works, [`Jwks::find`] finds nothing. `base`: the claim validation
     /// every key gets (its algorithms are replaced by each key's own).
-    pub fn start(settings: &JwksSettings, base: Validation) -> Result<Jwks, String> {
-        let rt = tokio::runtime::Handle::try_current()
-            .map_err(|_| "JWT_JWKS_URL: the key set is fetched by a task and needs a Tokio runtime".to_string())?;
+    pub fn start(settings: &JwksSettings, base: Validation) -> Result<Jwks, StartError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime("the JWKS fetcher"))?;
         let client = reqwest::Client::builder()
             .user_agent(concat!("wsgate/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(FETCH_TIMEOUT)
+            .redirect(same_origin_redirects())
             .build()
-            .map_err(|e| format!("JWT_JWKS_URL: cannot set up the HTTP client: {}", describe(e)))?;
+            .map_err(StartError::JwksClient)?;
         let shared = Arc::new(Shared {
             url: settings.url.clone(),
             shown: redact_url(&settings.url),

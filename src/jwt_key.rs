@@ -3,18 +3,23 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+/// The file holds no key jsonwebtoken can verify with.
+#[derive(Debug, thiserror::Error)]
+#[error("not a PEM-encoded RSA or EC (P-256) public key")]
+pub struct NotAPublicKey;
+
 /// Checks that a PEM holds an RSA or EC public key jsonwebtoken can use.
-pub fn check_public_key(pem: &[u8]) -> Result<(), String> {
+pub fn check_public_key(pem: &[u8]) -> Result<(), NotAPublicKey> {
     public_key(pem).map(|_| ())
 }
 
 /// The key in `pem` and the algorithm it verifies: RS256 for RSA, ES256 for EC (P-256).
-pub fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+pub fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), NotAPublicKey> {
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         return Ok((k, Algorithm::RS256));
     }
     if let Ok(k) = DecodingKey::from_ec_pem(pem) {
         return Ok((k, Algorithm::ES256));
     }
-    Err("not a PEM-encoded RSA or EC (P-256) public key".into())
+    Err(NotAPublicKey)
 }

@@ -5,7 +5,10 @@
 //!
 //! The crate, one line a module, in the order an event flows through it:
 //!
-//! - [`config`]: flags and environment variables → a validated `Config`; bad values name the setting.
+//! - [`config`]: flags and environment variables → a validated `Config` of one part per component
+//!   (`listen`, `auth`, `session`, `outbox`, `history`, `publish`, `limits`, `instance`, `redis`,
+//!   `process`); bad values name the setting. A leaf: it imports nothing but `jwt_key`.
+//! - [`error`]: `StartError`, why an instance could not start (with its source).
 //! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
 //! - [`state`]: `AppState`, what every handler and session shares (apart from `app`, so HTTP
 //!   depends on the state and not on the app).
@@ -38,6 +41,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod logging;
 pub mod runtime;
 

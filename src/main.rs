@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     if let Some(cmd) = command {
         return run_command(cmd, &cfg);
     }
-    wsgate::logging::init(cfg.log_format);
+    wsgate::logging::init(cfg.process.log_format);
     match wsgate::runtime::run_server(cfg, wsgate::app::shutdown_signal()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -19,12 +19,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::disconnect::Disconnect;
 
-/// Queue bounds, shared by every outbox of an instance.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub max_messages: usize,
-    pub max_bytes: usize,
-}
+/// Queue bounds, shared by every outbox of an instance (`OUTBOX_MAX_MESSAGES`,
+/// `OUTBOX_MAX_BYTES`).
+pub use crate::config::OutboxLimits as Limits;
 
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::{Builder, Runtime};
 
 use crate::config::Config;
+use crate::error::StartError;
 
 /// The accept queue asked for (Linux caps it at net.core.somaxconn, 4096 by default).
 const LISTEN_BACKLOG: u32 = 4096;
@@ -44,12 +45,12 @@ impl Runtimes {
 
 /// Runs the gateway as the binary does: listens on `LISTEN_ADDR`, serves until `shutdown`
 /// resolves, drains, returns.
-pub fn run_server(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), String> {
-    let rts = Runtimes::new(cfg.worker_threads).map_err(|e| format!("cannot start the runtimes: {e}"))?;
+pub fn run_server(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let rts = Runtimes::new(cfg.process.worker_threads).map_err(StartError::Runtime)?;
     let control = rts.control.handle().clone();
     let result = rts.sessions.block_on(async {
-        let listener = listen(cfg.listen_addr)
-            .map_err(|e| format!("invalid setting LISTEN_ADDR: cannot listen on {}: {e}", cfg.listen_addr))?;
+        let addr = cfg.listen.addr;
+        let listener = listen(addr).map_err(|source| StartError::Listen { setting: "LISTEN_ADDR", addr, source })?;
         crate::app::run(cfg, listener, Some(control), shutdown).await
     });
     drop(rts.control);

@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::broker::Broker;
 use crate::channel::{self, Refusal};
+use crate::config::SessionConfig;
 use crate::disconnect::Disconnect;
 use crate::event::now_ms;
 use crate::history::{frame_route, Replay, StreamId};
@@ -28,7 +29,7 @@ use crate::protocol::{error_frame, parse_request, ChannelOp, Request, ServerFram
 
 pub type Socket = WebSocketStream<TcpStream>;
 
-/// Session timing, from the config.
+/// Session timing, from the config ([`SessionSettings::new`]).
 #[derive(Clone, Copy, Debug)]
 pub struct SessionSettings {
     /// A connection that sent nothing for this long is pinged.
@@ -45,6 +46,20 @@ pub struct SessionSettings {
     pub max_channels: usize,
     /// Messages per second a client may send (bursts of twice that); 0 = no limit.
     pub client_messages_per_sec: u32,
+}
+
+impl SessionSettings {
+    /// `drain_timeout` bounds the closing handshake too: a shutdown must not wait on it longer.
+    pub fn new(cfg: &SessionConfig, drain_timeout: Duration) -> SessionSettings {
+        SessionSettings {
+            ping_interval: cfg.ping_interval,
+            pong_timeout: cfg.pong_timeout,
+            write_timeout: cfg.ping_interval + cfg.pong_timeout,
+            close_timeout: drain_timeout.min(Duration::from_secs(5)),
+            max_channels: cfg.max_channels,
+            client_messages_per_sec: cfg.client_messages_per_sec,
+        }
+    }
 }
 
 /// The user a session serves and until when.

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::broker::{Broker, Fleet};
-use crate::config::Config;
+use crate::config::{ListenConfig, PublishConfig, SessionConfig};
 use crate::event::IdGenerator;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -24,7 +24,16 @@ pub(crate) type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String
 
 /// Everything a request handler needs; one per instance.
 pub struct AppState {
-    pub cfg: Config,
+    /// The listeners' settings: origins, trusted proxies, the demo page.
+    pub listen: ListenConfig,
+    /// `POST /api/events`: body cap (the rate limit is `limiter`).
+    pub publish: PublishConfig,
+    /// Dev mode: tokens signed with a random per-process key.
+    pub dev_mode: bool,
+    /// How long the drain waits for sockets to close (`DRAIN_TIMEOUT_MS`).
+    pub drain_timeout: Duration,
+    /// Clock skew allowed on `exp` (`JWT_LEEWAY_SECS`): a session lives until `exp` + this.
+    pub leeway: Duration,
     pub hub: Arc<Hub>,
     pub broker: Arc<dyn Broker>,
     /// Presence and fleet totals (the same object as `broker`, seen from the other side).
@@ -64,11 +73,11 @@ impl AppState {
 /// allocated for every socket: 2 KiB (`WS_READ_BUFFER_BYTES`) measured 5.7 KB of gateway
 /// memory per idle connection, 4 KiB 7.8 KB. The write buffer only grows while writing; the
 /// cap lets it hold one event as large as a publisher may send, plus the frame envelope.
-pub fn ws_config(cfg: &Config) -> WebSocketConfig {
+pub fn ws_config(session: &SessionConfig, max_body_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(cfg.ws_read_buffer_bytes)
-        .write_buffer_size(cfg.ws_write_buffer_bytes)
-        .max_write_buffer_size(cfg.ws_write_buffer_bytes + cfg.max_body_bytes + 64 * 1024)
-        .max_message_size(Some(cfg.max_message_bytes))
-        .max_frame_size(Some(cfg.max_message_bytes))
+        .read_buffer_size(session.ws_read_buffer_bytes)
+        .write_buffer_size(session.ws_write_buffer_bytes)
+        .max_write_buffer_size(session.ws_write_buffer_bytes + max_body_bytes + 64 * 1024)
+        .max_message_size(Some(session.max_message_bytes))
+        .max_frame_size(Some(session.max_message_bytes))
 }

@@ -58,7 +58,7 @@ async fn an_invalid_setting_exits_non_zero_naming_the_variable() {
     let runs = cases.iter().map(|&(name, value)| async move {
         let mut env = vec![("LISTEN_ADDR", "127.0.0.1:0"), (name, value)];
         if name != "JWT_PUBLIC_KEY_FILE" {
-            env.push(("JWT_SECRET", "s3cret"));
+            env.push(("JWT_SECRET", "config-test-secret-0123456789abcdef"));
         }
         (name, value, run_to_exit(&[], &env).await)
     });

@@ -84,11 +84,13 @@ impl JwksServer {
                         async move {
                             served.hits.fetch_add(1, Ordering::SeqCst);
                             let (status, body) = served.response.lock().unwrap().clone();
-                            let resp = Response::builder()
-                                .status(status)
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body)))
-                                .expect("response");
+                            let mut resp = Response::builder().status(status);
+                            // A redirect: the body is where to.
+                            resp = match status {
+                                300..=399 => resp.header("location", body.as_str()),
+                                _ => resp.header("content-type", "application/json"),
+                            };
+                            let resp = resp.body(Full::new(Bytes::from(body))).expect("response");
                             Ok::<_, Infallible>(resp)
                         }
                     });
@@ -452,7 +454,7 @@ async fn the_gateway_starts_while_the_endpoint_is_unreachable_and_loads_the_keys
 #[tokio::test]
 async fn a_jwks_url_with_a_secret_or_a_public_key_file_is_a_start_up_error() {
     let pem = format!("{}/tests/keys/rs256-public.pem", env!("CARGO_MANIFEST_DIR"));
-    for (other, value) in [("JWT_SECRET", "s3cret"), ("JWT_PUBLIC_KEY_FILE", pem.as_str())] {
+    for (other, value) in [("JWT_SECRET", "jwks-test-secret-0123456789abcdef"), ("JWT_PUBLIC_KEY_FILE", pem.as_str())] {
         let env = [("LISTEN_ADDR", "127.0.0.1:0"), ("JWT_JWKS_URL", "http://127.0.0.1:9/jwks.json"), (other, value)];
         let mut p = Process::spawn(wsgate_command(&[], &env));
         let status = p.wait_exit(STEP).await.expect("wsgate exits");
@@ -460,9 +462,28 @@ async fn a_jwks_url_with_a_secret_or_a_public_key_file_is_a_start_up_error() {
         let err = p.stderr();
         assert!(err.contains("JWT_JWKS_URL") && err.contains(other), "{other}: {err}");
     }
-    let mut p = Process::spawn(wsgate_command(&[], &[("JWT_JWKS_URL", "file:///etc/jwks.json")]));
-    assert_eq!(p.wait_exit(STEP).await.expect("wsgate exits").code(), Some(2));
-    assert!(p.stderr().contains("JWT_JWKS_URL"), "{}", p.stderr());
+    // Keys fetched in plain text from another host could be anyone's: https only (loopback
+    // excepted, as the other tests here use).
+    for url in ["file:///etc/jwks.json", "http://idp.example/jwks.json"] {
+        let mut p = Process::spawn(wsgate_command(&[], &[("JWT_JWKS_URL", url)]));
+        assert_eq!(p.wait_exit(STEP).await.expect("wsgate exits").code(), Some(2), "{url}");
+        assert!(p.stderr().contains("JWT_JWKS_URL") && p.stderr().contains("https://"), "{url}: {}", p.stderr());
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_not_followed() {
+    let rsa = key(Algorithm::RS256);
+    // The keys a man in the middle would offer, on another origin (another port).
+    let elsewhere = JwksServer::start(&[rsa.jwk("k1")]).await;
+    let server = JwksServer::start(&[]).await;
+    server.serve(302, &elsewhere.url());
+    let gw = gateway(&server, &[("JWKS_MIN_REFETCH_SECS", "1")]).await;
+    let warning = gw.wait_log("JWKS fetch from").await;
+    assert!(warning.contains("another origin"), "{warning}");
+    assert!(server.hits() >= 1);
+    assert_eq!(upgrade_status(&gw, &rsa.user(Some("k1"), "alice")).await, 401);
+    assert_eq!(elsewhere.hits(), 0, "the redirect was followed");
 }
 
 /// In process: `verify_async` (what a handler that can wait uses) lets a token with a new kid
@@ -480,7 +501,7 @@ async fn verify_async_accepts_a_rotated_key_on_first_use() {
     let args = ["wsgate", "--jwt-jwks-url", &url, "--jwks-refresh-secs", "3600", "--jwks-min-refetch-secs", "1"];
     let cfg = Config::from_args(Args::try_parse_from(args).expect("args")).expect("config");
     assert!(!cfg.dev_mode());
-    let auth = Authenticator::new(&cfg).expect("authenticator");
+    let auth = Authenticator::new(&cfg.auth).expect("authenticator");
     assert!(auth.mint("x", None, Duration::from_secs(60)).is_none(), "a JWKS cannot mint");
 
     // The first fetch runs in the background; a token that arrives first waits for it.

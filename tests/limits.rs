@@ -129,7 +129,7 @@ async fn bad_limit_settings_stop_start_up_naming_the_setting() {
 
 /// Runs the binary with `env` expecting it to exit with an error; returns its stderr.
 async fn run_ok_or_fail(env: &[(&str, &str)]) -> String {
-    let mut all = vec![("JWT_SECRET", "s"), ("LISTEN_ADDR", "127.0.0.1:0")];
+    let mut all = vec![("JWT_SECRET", "limits-test-secret-0123456789abcdef"), ("LISTEN_ADDR", "127.0.0.1:0")];
     all.extend_from_slice(env);
     let mut p = Process::spawn(wsgate_command(&[], &all));
     let status = p.wait_exit(STEP).await.expect("exits");

@@ -26,11 +26,11 @@ use libfuzzer_sys::fuzz_target;
 use wsgate::auth::{query_param, token_from_parts, AuthError, Authenticator};
 use wsgate::config::Config;
 
-const SECRET: &str = "fuzz-secret";
+const SECRET: &str = "fuzz-secret-0123456789abcdef-0123";
 
 fn authenticator() -> &'static Authenticator {
     static AUTH: OnceLock<Authenticator> = OnceLock::new();
-    AUTH.get_or_init(|| Authenticator::new(&Config::for_tests(SECRET)).unwrap())
+    AUTH.get_or_init(|| Authenticator::new(&Config::for_tests(SECRET).auth).unwrap())
 }
 
 fn check(token: &str) {

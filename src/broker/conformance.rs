@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use super::memory::MemoryBroker;
 use super::redis::RedisBroker;
 use super::{Broker, Fleet, PublishError, PublishOptions, Published};
-use crate::config::Config;
+use clap::Parser;
+
+use crate::config::{Args, Config};
+
+const TEST_SECRET: &str = "conformance-test-secret-32-bytes-long";
 use crate::event::{now_ms, Audience, Event, IdGenerator};
 use crate::history::{Replay, StreamId};
 use crate::hub::{Hub, Registration};
@@ -225,8 +229,8 @@ async fn suite(fleet: &[Instance]) {
 #[tokio::test]
 async fn memory_broker_meets_the_contract() {
     let h = hub("solo");
-    let cfg = Config::for_tests("s");
-    let broker = Arc::new(MemoryBroker::new(h.clone(), cfg.history, cfg.idempotency_window));
+    let cfg = Config::for_tests(TEST_SECRET);
+    let broker = Arc::new(MemoryBroker::new(h.clone(), cfg.history, cfg.publish.idempotency_window));
     suite(&[Instance { hub: h, broker: broker.clone(), fleet: broker }]).await;
 }
 
@@ -265,12 +269,16 @@ async fn redis_broker_meets_the_contract_across_three_instances() {
     let redis = TestRedis::start();
     let mut fleet = Vec::new();
     for name in ["a", "b", "c"] {
-        let mut cfg = Config::for_tests("s");
-        cfg.redis_url = Some(format!("redis://127.0.0.1:{}", redis.port));
-        cfg.instance_id = name.to_string();
-        cfg.heartbeat_interval = Duration::from_millis(100);
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        let args =
+            Args::parse_from(["wsgate", "--jwt-secret", TEST_SECRET, "--redis-url", &url, "--instance-id", name]);
+        let mut cfg = Config::from_args(args).unwrap();
+        cfg.instance.heartbeat_interval = Duration::from_millis(100);
+        let redis_cfg = cfg.redis.as_ref().unwrap();
         let h = hub(name);
-        let broker = RedisBroker::start(&cfg, &h, Arc::new(Metrics::new())).unwrap();
+        let window = cfg.publish.idempotency_window;
+        let broker =
+            RedisBroker::start(redis_cfg, &cfg.instance, cfg.history, window, &h, Arc::new(Metrics::new())).unwrap();
         fleet.push(Instance { hub: h, broker: broker.clone(), fleet: broker });
     }
     let deadline = Instant::now() + WAIT;

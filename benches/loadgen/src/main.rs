@@ -107,7 +107,7 @@ struct Cli {
     #[arg(long, default_value_t = 256)]
     conc: usize,
     /// HS256 secret the gateway runs with (JWT_SECRET).
-    #[arg(long, default_value = "loadgen-secret")]
+    #[arg(long, default_value = "loadgen-secret-0123456789abcdef-0123")]
     secret: String,
     /// Distinct user ids (`sub` = u<i % users>); default = --conns.
     #[arg(long)]

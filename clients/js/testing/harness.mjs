@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 const here = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(here, "../../..");
 export const GATEWAY_BIN = process.env.WSGATE_BIN ?? resolve(REPO_ROOT, "target/debug/wsgate");
-export const SECRET = "wsgate-client-test-secret";
+export const SECRET = "wsgate-client-test-secret-0123456789abcdef";
 
 const b64url = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
 

@@ -84,7 +84,8 @@ use self::supervisor::{Link, Supervisor};
 pub use self::wire::decode_for_fuzzing;
 use self::wire::Body;
 use super::{Broker, BrokerStatus, Fleet, FleetStats, PublishError, PublishOptions, Published};
-use crate::config::{redact_url, Config as AppConfig};
+use crate::config::{redact_url, HistoryLimits, InstanceConfig, RedisConfig};
+use crate::error::StartError;
 use crate::event::{Audience, Event};
 use crate::history::{addressed_to, Replay, StreamId};
 use crate::hub::Hub;
@@ -150,10 +151,17 @@ impl RedisBroker {
     /// Creates both clients and starts connecting in the background. Fails only on a
     /// `REDIS_URL` that cannot be parsed: an unreachable Redis is not an error (the instance
     /// serves its own clients meanwhile). Tasks start on the current runtime.
-    pub fn start(cfg: &AppConfig, hub: &Arc<Hub>, metrics: Arc<Metrics>) -> Result<Arc<RedisBroker>, String> {
-        let url = cfg.redis_url.as_deref().ok_or("REDIS_URL is not set")?;
-        let mut config =
-            Config::from_url(url).map_err(|e| format!("invalid setting REDIS_URL ({}): {e}", redact_url(url)))?;
+    pub fn start(
+        cfg: &RedisConfig,
+        instance: &InstanceConfig,
+        history: HistoryLimits,
+        idempotency_window: Duration,
+        hub: &Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<RedisBroker>, StartError> {
+        let url = cfg.url.as_str();
+        let bad_url = |source| StartError::RedisUrl { url: redact_url(url), source };
+        let mut config = Config::from_url(url).map_err(bad_url)?;
         // Keep retrying the first connection instead of failing start-up.
         config.fail_fast = false;
         let mut builder = Builder::from_config(config);
@@ -174,20 +182,20 @@ impl RedisBroker {
             })
             // Forever (0 attempts = no limit), 100 ms doubling to 5 s.
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-        let publisher = builder.build().map_err(|e| format!("invalid setting REDIS_URL: {e}"))?;
-        let subscriber = builder.build_subscriber_client().map_err(|e| format!("invalid setting REDIS_URL: {e}"))?;
+        let publisher = builder.build().map_err(bad_url)?;
+        let subscriber = builder.build_subscriber_client().map_err(bad_url)?;
         let clustered = url.contains("-cluster://");
-        let keys = Keys::new(&cfg.redis_key_prefix, &cfg.instance_id, clustered);
+        let keys = Keys::new(&cfg.key_prefix, &instance.id, clustered);
         let fleet =
-            FleetView::new(hub.clone(), &cfg.instance_id, cfg.heartbeat_interval, &keys.heartbeat, &keys.instances);
+            FleetView::new(hub.clone(), &instance.id, instance.heartbeat_interval, &keys.heartbeat, &keys.instances);
         let sh = Arc::new(Shared {
             publisher,
             subscriber,
-            scripts: Scripts::new(cfg.history.max_events, cfg.history.max_age, cfg.idempotency_window),
+            scripts: Scripts::new(history.max_events, history.max_age, idempotency_window),
             keys,
             metrics,
         });
-        let startup_deadline = Instant::now() + cfg.redis_startup_wait;
+        let startup_deadline = Instant::now() + cfg.startup_wait;
         let (supervisor, link) = Supervisor::new(startup_deadline);
         let (positions_tx, positions) = watch::channel(Positions::new());
         let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
@@ -200,12 +208,12 @@ impl RedisBroker {
             link,
             positions,
             held_len: held_len.clone(),
-            keys: Mutex::new(LocalStore::new(cfg.idempotency_window)),
+            keys: Mutex::new(LocalStore::new(idempotency_window)),
             fleet,
-            presence: Presence::new(hub.clone(), &cfg.instance_id, cfg.heartbeat_interval),
+            presence: Presence::new(hub.clone(), &instance.id, instance.heartbeat_interval),
             startup_deadline,
-            history_on: cfg.history.max_events > 0,
-            max_replay: cfg.history.max_events + TRIM_SLACK,
+            history_on: history.max_events > 0,
+            max_replay: history.max_events + TRIM_SLACK,
             tasks: TaskTracker::new(),
             cancel: cancel.clone(),
         });
@@ -221,7 +229,7 @@ impl RedisBroker {
                 link: supervisor,
                 positions: positions_tx,
                 held_len,
-                held: Held::new(cfg.redis_outbox_max_events, cfg.redis_outbox_max_bytes),
+                held: Held::new(cfg.outbox_max_events, cfg.outbox_max_bytes),
                 unsubscribe_delay: cfg.channel_unsubscribe_delay,
                 cancel,
             },

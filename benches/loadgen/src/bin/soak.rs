@@ -88,7 +88,7 @@ struct Cli {
     /// Worker processes holding the connections (at least 2 here: 20,000 open files each).
     #[arg(long, default_value_t = 2)]
     procs: usize,
-    #[arg(long, default_value = "loadgen-secret")]
+    #[arg(long, default_value = "loadgen-secret-0123456789abcdef-0123")]
     secret: String,
     /// First source address 127.0.0.<src-base>; each worker gets --src-ips of its own.
     #[arg(long, default_value_t = 2)]
