@@ -130,6 +130,10 @@ async fn route(req: Request<Incoming>, st: Arc<AppState>, peer: IpAddr) -> Respo
         }
         "/health" => json_response(StatusCode::OK, &stats::health(&st)),
         "/metrics" => {
+            let status = st.broker.status();
+            let ready = status.ready && !st.draining.load(Ordering::Acquire);
+            let connected = status.redis_state == "connected";
+            st.metrics.set_status(status.redis_enabled, connected, status.local_only, ready);
             let mut r = Response::new(Full::new(Bytes::from(st.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

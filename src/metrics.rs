@@ -53,7 +53,16 @@ pub struct Metrics {
     resyncs: Family<Labels, Counter>,
     /// Loss markers this instance appended to a stream.
     pub redis_loss_markers: Counter,
+    /// The link to Redis, set from the broker's status when `/metrics` is read (see
+    /// [`Metrics::set_status`]): 1/0 each.
+    redis_enabled: Gauge,
+    redis_connected: Gauge,
+    redis_local_only: Gauge,
+    ready: Gauge,
 }
+
+/// The statuses a refused publish is counted under (anything else: `other`).
+const PUBLISH_STATUSES: [&str; 8] = ["400", "401", "403", "413", "415", "422", "429", "503"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -98,6 +107,10 @@ impl Metrics {
             limit_refusals: Family::default(),
             resyncs: Family::default(),
             redis_loss_markers: Counter::default(),
+            redis_enabled: Gauge::default(),
+            redis_connected: Gauge::default(),
+            redis_local_only: Gauge::default(),
+            ready: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("connections", "Open WebSocket connections on this instance", m.connections.clone());
@@ -197,11 +210,28 @@ impl Metrics {
             "Upgrades refused and connections closed by a connection or rate limit, by reason",
             m.limit_refusals.clone(),
         );
+        let build_info = Family::<Labels, Gauge>::default();
+        build_info.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION"))]).set(1);
+        registry.register("build_info", "Always 1; the running version as a label", build_info);
+        registry.register("redis_enabled", "1 when REDIS_URL is set (Redis mode)", m.redis_enabled.clone());
+        registry.register("redis_connected", "1 while the link to Redis is up", m.redis_connected.clone());
+        registry.register(
+            "redis_local_only",
+            "1 while serving only local clients because Redis was not reachable within the start-up wait",
+            m.redis_local_only.clone(),
+        );
+        registry.register("ready", "1 while /ready answers 200", m.ready.clone());
         for r in crate::limits::Refusal::LABELS {
             let _ = m.limit_refusals.get_or_create(&vec![("reason", r)]);
         }
         for r in crate::channel::Refusal::ALL {
             let _ = m.channel_refusals.get_or_create(&vec![("reason", r.code())]);
+        }
+        for s in PUBLISH_STATUSES.into_iter().chain(["other"]) {
+            let _ = m.publish_rejected.get_or_create(&vec![("status", s)]);
+        }
+        for r in crate::protocol::resync::ALL {
+            let _ = m.resyncs.get_or_create(&vec![("reason", r)]);
         }
         for r in ["recovered", "not_recovered"] {
             let _ = m.resumes.get_or_create(&vec![("result", r)]);
@@ -241,18 +271,16 @@ impl Metrics {
     }
 
     pub fn publish_rejected(&self, status: u16) {
-        let s: &'static str = match status {
-            400 => "400",
-            401 => "401",
-            403 => "403",
-            413 => "413",
-            415 => "415",
-            422 => "422",
-            429 => "429",
-            503 => "503",
-            _ => "other",
-        };
+        let s = PUBLISH_STATUSES.into_iter().find(|s| s.parse() == Ok(status)).unwrap_or("other");
         self.publish_rejected.get_or_create(&vec![("status", s)]).inc();
+    }
+
+    /// The state gauges, from the broker's status and the drain flag (called before a render).
+    pub fn set_status(&self, redis_enabled: bool, redis_connected: bool, local_only: bool, ready: bool) {
+        self.redis_enabled.set(redis_enabled.into());
+        self.redis_connected.set(redis_connected.into());
+        self.redis_local_only.set(local_only.into());
+        self.ready.set(ready.into());
     }
 
     /// The Prometheus text exposition.

@@ -19,6 +19,25 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+/// The `reason` of a `resync` frame: why the client should reload its state.
+pub mod resync {
+    /// Redis lost entries (restarted empty, failed over to a replica that lacked them).
+    pub const DATA_LOST: &str = "redis_data_lost";
+    /// This instance was away longer than the stream's retention.
+    pub const TRIMMED: &str = "history_trimmed";
+    /// The instance served locally from start-up, without Redis, before it could follow the
+    /// fleet's events.
+    pub const UNAVAILABLE: &str = "redis_unavailable";
+    /// Every reason (also the metric's labels).
+    pub const ALL: [&str; 3] = [DATA_LOST, TRIMMED, UNAVAILABLE];
+
+    /// `r` as a `'static` label; `other` for a reason this version does not know (a marker
+    /// written by a newer instance).
+    pub fn label(r: &str) -> &'static str {
+        ALL.into_iter().find(|&known| known == r).unwrap_or("other")
+    }
+}
+
 /// Every frame the server sends that is not an event.
 #[derive(Serialize, Debug)]
 #[serde(tag = "type", rename_all = "snake_case")]

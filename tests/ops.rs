@@ -91,3 +91,47 @@ async fn metrics_expose_every_series_and_count_a_publish() {
     }
     assert!(metric_value(&text, "wsgate_publish_enqueue_seconds_sum").is_some_and(|s| s >= 0.0), "{text}");
 }
+
+/// Every `wsgate_*` series a file refers to.
+fn series_in(path: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect(path);
+    let mut found = std::collections::BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("wsgate_") {
+        let name: String =
+            rest[i..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        rest = &rest[i + name.len()..];
+        // "wsgate_*" in prose is not a series.
+        if name.len() > "wsgate_".len() {
+            found.insert(name);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_series_the_dashboard_and_the_alerts_query_exists() {
+    let redis = RedisServer::start().await;
+    let gw = Gateway::start(&[("REDIS_URL", redis.url().as_str())]).await;
+    gw.wait_redis_state("connected").await;
+    let text = gw.metrics_text().await;
+    let exposed = |name: &str| text.lines().any(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])));
+    for (file, at_least) in [("deploy/grafana/wsgate-dashboard.json", 20), ("helm/wsgate/files/wsgate-alerts.yaml", 8)]
+    {
+        let wanted = series_in(file);
+        assert!(wanted.len() >= at_least, "{file}: only {} series found: {wanted:?}", wanted.len());
+        let missing: Vec<_> = wanted.iter().filter(|s| !exposed(s)).collect();
+        assert!(missing.is_empty(), "{file} queries series /metrics lacks: {missing:?}\n{text}");
+    }
+    // The state gauges say what /health says.
+    for (series, value) in
+        [("wsgate_redis_enabled", 1.0), ("wsgate_redis_connected", 1.0), ("wsgate_redis_local_only", 0.0)]
+    {
+        assert_eq!(metric_value(&text, series), Some(value), "{series}:\n{text}");
+    }
+    gw.wait_metric("wsgate_ready", 1.0).await;
+    let version = format!("wsgate_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(metric_value(&text, &version), Some(1.0), "{text}");
+    drop(redis);
+    gw.wait_metric("wsgate_redis_connected", 0.0).await;
+}

@@ -111,25 +111,8 @@ fn resync_frame(reason: &str) -> Utf8Bytes {
     ServerFrame::Resync { reason }.encode()
 }
 
-/// Why connections are told to resync. The strings are the `reason` of the frame.
-pub mod reason {
-    /// Redis lost entries (restarted empty, failed over to a replica that lacked them).
-    pub const DATA_LOST: &str = "redis_data_lost";
-    /// This instance was away longer than the stream's retention.
-    pub const TRIMMED: &str = "history_trimmed";
-    /// The instance served locally from start-up, without Redis, before it could follow the
-    /// fleet's events.
-    pub const UNAVAILABLE: &str = "redis_unavailable";
-
-    pub fn label(r: &str) -> &'static str {
-        match r {
-            DATA_LOST => DATA_LOST,
-            TRIMMED => TRIMMED,
-            UNAVAILABLE => UNAVAILABLE,
-            _ => "other",
-        }
-    }
-}
+/// Why connections are told to resync: the reasons of the protocol's `resync` frame.
+pub use crate::protocol::resync as reason;
 
 /// One stream this instance follows.
 #[derive(Default)]
