@@ -92,15 +92,20 @@ pub struct Parsed {
     pub skipped: Vec<String>,
 }
 
+/// Why a fetch brought no usable key set: the endpoint failed, or what it sent is not one.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JwksError(String);
+
 /// Parses a JWK Set document (`{"keys": [...]}`), keeping the keys wsgate can verify with;
 /// `base` is the claim validation every key gets. An error when the document is not a key set
 /// or holds no usable key.
-pub fn parse_key_set(body: &[u8], base: &Validation) -> Result<Parsed, String> {
+pub fn parse_key_set(body: &[u8], base: &Validation) -> Result<Parsed, JwksError> {
     #[derive(serde::Deserialize)]
     struct RawSet {
         keys: Vec<Value>,
     }
-    let raw: RawSet = serde_json::from_slice(body).map_err(|e| format!("not a JWK set ({e})"))?;
+    let raw: RawSet = serde_json::from_slice(body).map_err(|e| JwksError(format!("not a JWK set ({e})")))?;
     let total = raw.keys.len();
     let mut keys = KeySet::default();
     let mut skipped = Vec::new();
@@ -128,8 +133,8 @@ pub fn parse_key_set(body: &[u8], base: &Validation) -> Result<Parsed, String> {
         last = Some(key);
     }
     match keys.len {
-        0 if total == 0 => Err("the key set is empty".into()),
-        0 => Err(format!("none of its {total} keys is usable ({})", skipped.join("; "))),
+        0 if total == 0 => Err(JwksError("the key set is empty".into())),
+        0 => Err(JwksError(format!("none of its {total} keys is usable ({})", skipped.join("; ")))),
         1 => {
             keys.only = last;
             Ok(Parsed { keys, skipped })
@@ -388,7 +393,7 @@ fn backoff(failures: u32, refresh: Duration) -> Duration {
     capped.mul_f64(0.9 + rand::random::<f64>() * 0.2)
 }
 
-async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, JwksError> {
     let mut resp = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/jwk-set+json, application/json")
@@ -397,9 +402,9 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
         .map_err(describe)?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(format!("HTTP {status}"));
+        return Err(JwksError(format!("HTTP {status}")));
     }
-    let too_large = || format!("body larger than {MAX_BODY_BYTES} bytes");
+    let too_large = || JwksError(format!("body larger than {MAX_BODY_BYTES} bytes"));
     if resp.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
@@ -415,7 +420,7 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
 
 /// A reqwest error with its causes ("error sending request: connection refused"), without the
 /// URL (which may hold credentials; the logs name the redacted one).
-fn describe(e: reqwest::Error) -> String {
+fn describe(e: reqwest::Error) -> JwksError {
     let e = e.without_url();
     let mut s = e.to_string();
     let mut cause = std::error::Error::source(&e);
@@ -424,7 +429,7 @@ fn describe(e: reqwest::Error) -> String {
         s.push_str(&c.to_string());
         cause = c.source();
     }
-    s
+    JwksError(s)
 }
 
 #[cfg(test)]
@@ -454,7 +459,7 @@ mod tests {
         v
     }
 
-    fn parse(keys: Vec<Value>) -> Result<Parsed, String> {
+    fn parse(keys: Vec<Value>) -> Result<Parsed, JwksError> {
         parse_key_set(json!({ "keys": keys }).to_string().as_bytes(), &Validation::new(Algorithm::RS256))
     }
 
@@ -534,8 +539,8 @@ mod tests {
         for body in ["", "not json", "{}", "{\"keys\": {}}", "[]"] {
             assert!(parse_key_set(body.as_bytes(), &base).is_err(), "{body:?}");
         }
-        assert_eq!(parse(vec![]).err().unwrap(), "the key set is empty");
-        let e = parse(vec![json!({"kty": "oct", "k": "c2VjcmV0"})]).err().unwrap();
+        assert_eq!(parse(vec![]).err().unwrap().to_string(), "the key set is empty");
+        let e = parse(vec![json!({"kty": "oct", "k": "c2VjcmV0"})]).err().unwrap().to_string();
         assert!(e.contains("none of its 1 keys"), "{e}");
     }
 

@@ -468,7 +468,7 @@ impl Relay {
         Ok(())
     }
 
-    fn skip_bad(&mut self, stream: &StreamKey, sid: StreamId, e: &str) {
+    fn skip_bad(&mut self, stream: &StreamKey, sid: StreamId, e: &super::wire::DecodeError) {
         self.sh.metrics.redis_bad_messages.inc();
         tracing::warn!(error = %e, stream_id = %sid, "undecodable entry in the event stream");
         if let Some(f) = self.follows.get_mut(stream) {

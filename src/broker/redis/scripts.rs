@@ -81,7 +81,7 @@ pub struct ReplayPart {
     pub max_deleted: StreamId,
     /// An entry after `since` was held during an outage, or is a loss marker.
     pub unsure: bool,
-    pub entries: Vec<(StreamId, Result<Entry, String>)>,
+    pub entries: Vec<(StreamId, Result<Entry, super::wire::DecodeError>)>,
 }
 
 fn parse_error(what: &str, got: impl std::fmt::Debug) -> Error {

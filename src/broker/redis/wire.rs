@@ -38,6 +38,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::event::Audience;
 use crate::history::{frame_position, StreamId};
 
+/// Why an entry or a message could not be decoded (its text says what is wrong with which id).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(String);
+
 /// One entry of a stream, decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -103,37 +108,43 @@ struct RawMessage<'a> {
     f: Option<&'a RawValue>,
 }
 
-fn parse_id(s: &str) -> Result<StreamId, String> {
-    s.parse().map_err(|()| format!("malformed stream id {s:?}"))
+fn parse_id(s: &str) -> Result<StreamId, DecodeError> {
+    s.parse().map_err(|()| DecodeError(format!("malformed stream id {s:?}")))
 }
 
 /// An event body, checked: the frame must be a JSON object that starts with its own id, which
 /// is what sessions rely on to drop frames a replay already sent.
-fn event_body(sid: StreamId, eid: &str, frame: &str, users: Option<Vec<String>>, held: bool) -> Result<Body, String> {
+fn event_body(
+    sid: StreamId,
+    eid: &str,
+    frame: &str,
+    users: Option<Vec<String>>,
+    held: bool,
+) -> Result<Body, DecodeError> {
     if frame_position(frame) != Some(sid) {
-        return Err(format!("frame of entry {sid} does not start with its id"));
+        return Err(DecodeError(format!("frame of entry {sid} does not start with its id")));
     }
     if eid.is_empty() {
-        return Err(format!("entry {sid} has no event id"));
+        return Err(DecodeError(format!("entry {sid} has no event id")));
     }
     Ok(Body::Event { eid: eid.to_string(), frame: Utf8Bytes::from(frame.to_string()), users, held })
 }
 
 /// Decodes a pub/sub message (see the module docs).
-pub fn decode_message(bytes: &[u8]) -> Result<Message, String> {
-    let raw: RawMessage = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+pub fn decode_message(bytes: &[u8]) -> Result<Message, DecodeError> {
+    let raw: RawMessage = serde_json::from_slice(bytes).map_err(|e| DecodeError(e.to_string()))?;
     let sid = parse_id(&raw.sid)?;
     let prev = parse_id(&raw.prev)?;
     let body = match (raw.m, raw.f, raw.eid) {
         (Some(reason), None, _) => Body::Marker { reason: reason.into_owned() },
         (None, Some(frame), Some(eid)) => event_body(sid, &eid, frame.get(), raw.users, raw.p == Some(1))?,
-        _ => return Err(format!("message {sid} is neither an event nor a marker")),
+        _ => return Err(DecodeError(format!("message {sid} is neither an event nor a marker"))),
     };
     Ok(Message { prev, entry: Entry { sid, body } })
 }
 
 /// Decodes a stream entry from its fields.
-pub fn decode_entry(sid: StreamId, fields: &[(String, Vec<u8>)]) -> Result<Entry, String> {
+pub fn decode_entry(sid: StreamId, fields: &[(String, Vec<u8>)]) -> Result<Entry, DecodeError> {
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
     if let Some(reason) = field("m") {
         return Ok(Entry { sid, body: Body::Marker { reason: String::from_utf8_lossy(reason).into_owned() } });
@@ -142,12 +153,14 @@ pub fn decode_entry(sid: StreamId, fields: &[(String, Vec<u8>)]) -> Result<Entry
         return Ok(Entry { sid, body: Body::Note { eid: String::from_utf8_lossy(eid).into_owned() } });
     }
     let text = |name: &str| {
-        std::str::from_utf8(field(name).ok_or_else(|| format!("entry {sid} lacks field {name:?}"))?)
-            .map_err(|_| format!("field {name:?} of entry {sid} is not UTF-8"))
+        std::str::from_utf8(field(name).ok_or_else(|| DecodeError(format!("entry {sid} lacks field {name:?}")))?)
+            .map_err(|_| DecodeError(format!("field {name:?} of entry {sid} is not UTF-8")))
     };
     let users = match field("a") {
         None => None,
-        Some(a) => Some(serde_json::from_slice(a).map_err(|e| format!("field \"a\" of entry {sid}: {e}"))?),
+        Some(a) => {
+            Some(serde_json::from_slice(a).map_err(|e| DecodeError(format!("field \"a\" of entry {sid}: {e}")))?)
+        }
     };
     let body = event_body(sid, text("i")?, text("f")?, users, field("p") == Some(b"1"))?;
     Ok(Entry { sid, body })
@@ -155,7 +168,7 @@ pub fn decode_entry(sid: StreamId, fields: &[(String, Vec<u8>)]) -> Result<Entry
 
 /// The entries of an XRANGE reply (or the entries part of a script's reply), decoded; an entry
 /// that cannot be decoded keeps its id (so a cursor can move past it) and says why.
-pub fn stream_entries(reply: Value) -> Vec<(StreamId, Result<Entry, String>)> {
+pub fn stream_entries(reply: Value) -> Vec<(StreamId, Result<Entry, DecodeError>)> {
     let Value::Array(entries) = reply else { return Vec::new() };
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -168,7 +181,7 @@ pub fn stream_entries(reply: Value) -> Vec<(StreamId, Result<Entry, String>)> {
             continue;
         };
         let Some(Value::Array(fields)) = fields else {
-            out.push((id, Err(format!("entry {id} has no fields"))));
+            out.push((id, Err(DecodeError(format!("entry {id} has no fields")))));
             continue;
         };
         let mut pairs = Vec::with_capacity(fields.len() / 2);
