@@ -24,6 +24,7 @@ use crate::event::now_ms;
 use crate::history::{frame_route, Replay, StreamId};
 use crate::hub::{Hub, Registration};
 use crate::limits::MessageBudget;
+use crate::logging::escaped;
 use crate::outbox::{Drained, Push};
 use crate::protocol::{error_frame, parse_request, ChannelOp, Request, ServerFrame};
 
@@ -87,7 +88,7 @@ struct Conn<'a> {
 }
 
 /// Runs a connection to its end.
-pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: Peer, settings: SessionSettings) {
+pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, mut peer: Peer, settings: SessionSettings) {
     let started = Instant::now();
     // Until the broker follows the fleet's events (Redis mode, start-up: a bounded wait), a
     // connection told `connected` could miss some: it registers after.
@@ -96,40 +97,41 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     // replay or queued in the outbox (or both; the outbox copy is dropped).
     let reg = hub.register(&peer.user);
     let conn_id = format!("{}-{}", hub.instance_id(), reg.id);
-    tracing::info!(user = %peer.user, conn_id = %conn_id, since = peer.since.as_deref(), "connected");
+    tracing::info!(user = %escaped(&peer.user), conn_id = %conn_id, since = peer.since.as_deref(), "connected");
 
     let conn = Conn { hub: &hub, broker: &*broker, reg: &reg, grants: &peer.grants, s: &settings };
-    // Channels asked for at connect are joined before the replay, so it covers them too.
+    // Channels asked for at connect are joined before the replay, so it covers them too. Then
+    // where this connection starts in the stream: a client that gets no event before it drops
+    // resumes from here. (A block: the channel list, `since` and the position are not kept for
+    // the connection's life; the hub knows what the connection joined.)
     let mut answers = VecDeque::new();
-    let mut joined = Vec::new();
-    for name in &peer.channels {
-        let (frame, ok) = conn.join(name).await;
-        answers.push_back(frame);
-        if ok {
-            joined.push(name.clone());
+    let (hello, replay) = {
+        let mut joined = Vec::new();
+        for name in std::mem::take(&mut peer.channels) {
+            let (frame, ok) = conn.join(&name).await;
+            answers.push_back(frame);
+            if ok {
+                joined.push(name);
+            }
         }
-    }
-    let replay = match &peer.since {
-        Some(since) => Some(broker.replay(since, &peer.user, &joined).await),
-        None => None,
-    };
-    // Where this connection starts in the stream: a client that gets no event before it drops
-    // resumes from here.
-    // (A block, so that `position` is not kept for the connection's life.)
-    let hello = {
+        let replay = match peer.since.take() {
+            Some(since) => Some(broker.replay(&since, &peer.user, &joined).await),
+            None => None,
+        };
         let position = broker.position(&joined).await;
         let recovered = replay.as_ref().map(|r| matches!(r, Replay::Recovered { .. }));
         if let Some(r) = recovered {
             hub.metrics().resume(r);
         }
-        ServerFrame::Connected {
+        let hello = ServerFrame::Connected {
             connection_id: &conn_id,
             user: &peer.user,
             instance_id: hub.instance_id(),
             last_id: position.as_deref(),
             recovered,
         }
-        .encode()
+        .encode();
+        (hello, replay)
     };
     // The first frames, written before anything from the outbox: events queued meanwhile wait.
     let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::Text(hello))).await {
@@ -173,7 +175,7 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
         broker.leave(&channel).await;
     }
     tracing::info!(
-        user = %peer.user,
+        user = %escaped(&peer.user),
         conn_id = %conn_id,
         duration_ms = started.elapsed().as_millis() as u64,
         reason = reason.reason(),
@@ -424,8 +426,10 @@ fn read_available(
             Some(Some(Ok(m))) => m,
         };
         heard = true;
-        // Pongs answer our pings; everything else the client chose to send counts.
-        let counted = matches!(msg, Message::Text(_) | Message::Binary(_) | Message::Ping(_));
+        // Every frame the client sends counts, pongs included: an unsolicited pong costs as
+        // much to read as a ping, and a flood of them must not pass the limit (a pong that
+        // answers our ping every PING_INTERVAL_MS is far below any sensible limit).
+        let counted = !matches!(msg, Message::Close(_));
         if counted && budget.as_mut().is_some_and(|b| !b.spend()) {
             return Err(Disconnect::MessageRate);
         }
