@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::disconnect::Disconnect;
 use crate::error::StartError;
 use crate::event::IdGenerator;
+use crate::http::Listener;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::session::SessionSettings;
@@ -97,16 +98,29 @@ impl AppState {
     }
 }
 
-/// Runs an instance on `listener` until `shutdown` resolves, then drains and returns.
+/// Where an instance listens: `LISTEN_ADDR`, and `ADMIN_LISTEN_ADDR` when set (operators'
+/// endpoints then move there; see [`crate::http::router`]).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(public: TcpListener) -> Listeners {
+        Listeners { public, admin: None }
+    }
+}
+
+/// Runs an instance on `listeners` until `shutdown` resolves, then drains and returns.
 /// `http_rt`: where the HTTP server runs (see [`run_with`]); `None` = the current runtime.
 pub async fn run(
     cfg: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     http_rt: Option<tokio::runtime::Handle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let st = AppState::new_on(cfg, http_rt.as_ref())?;
-    run_with(st, listener, http_rt, shutdown).await
+    run_with(st, listeners.into(), http_rt, shutdown).await
 }
 
 /// Like [`run`], with a state built by the caller (another broker, tests).
@@ -118,12 +132,10 @@ pub async fn run(
 /// session runtime.
 pub async fn run_with(
     st: Arc<AppState>,
-    listener: TcpListener,
+    listeners: Listeners,
     http_rt: Option<tokio::runtime::Handle>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let listen_error = |source| StartError::Listen { setting: "LISTEN_ADDR", addr: st.listen.addr, source };
-    let addr = listener.local_addr().map_err(listen_error)?;
     let status = st.broker.status();
     tracing::info!(
         instance_id = %st.hub.instance_id(),
@@ -138,28 +150,41 @@ pub async fn run_with(
 
     let stop_http = CancellationToken::new();
     let http_rt = http_rt.unwrap_or_else(tokio::runtime::Handle::current);
-    // A listener belongs to the reactor it was created on: hand it over as a std socket.
-    let listener = listener.into_std().map_err(listen_error)?;
-    let serve = {
+    let mut servers = Vec::new();
+    let public_routes = if listeners.admin.is_some() { Listener::Public } else { Listener::All };
+    let all = std::iter::once((listeners.public, public_routes, "LISTEN_ADDR", st.listen.addr)).chain(
+        listeners
+            .admin
+            .map(|l| (l, Listener::Admin, "ADMIN_LISTEN_ADDR", st.listen.admin_addr.unwrap_or(st.listen.addr))),
+    );
+    for (listener, routes, setting, configured) in all {
+        let listen_error = |source| StartError::Listen { setting, addr: configured, source };
+        let addr = listener.local_addr().map_err(listen_error)?;
+        // A listener belongs to the reactor it was created on: hand it over as a std socket.
+        let listener = listener.into_std().map_err(listen_error)?;
         let (st, stop) = (st.clone(), stop_http.clone());
-        async move {
+        servers.push(http_rt.spawn(async move {
             match TcpListener::from_std(listener) {
-                Ok(l) => crate::http::serve(l, st, stop).await,
+                Ok(l) => crate::http::serve(l, st, routes, stop).await,
                 Err(e) => tracing::error!(error = %e, "cannot serve HTTP"),
             }
+        }));
+        match routes {
+            Listener::Admin => tracing::info!("admin endpoints on http://{addr}"),
+            _ => tracing::info!("listening on http://{addr}"),
         }
-    };
-    let server = http_rt.spawn(serve);
+    }
     let stop_janitor = CancellationToken::new();
     let janitor = tokio::spawn(janitor(st.clone(), stop_janitor.clone()));
-    tracing::info!("listening on http://{addr}");
 
     shutdown.await;
     drain(&st).await;
-    // The HTTP server next: in-flight requests finish (a publish accepted now still reaches
+    // The HTTP servers next: in-flight requests finish (a publish accepted now still reaches
     // the broker, which is running), new ones are not taken.
     stop_http.cancel();
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     // Then the broker, last: nothing can publish any more.
     st.broker.shutdown().await;
     stop_janitor.cancel();

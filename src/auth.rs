@@ -83,7 +83,7 @@ pub enum AuthError {
     BadAudience,
     MissingClaim(String),
     /// Valid token without the scope the endpoint needs (403).
-    Forbidden,
+    Forbidden(ServiceScope),
     /// JWKS: no key for the token's `kid` (or, without a `kid`, the set has more than one key),
     /// or no key set loaded yet.
     NoKey,
@@ -113,14 +113,14 @@ impl AuthError {
             AuthError::BadIssuer => "bad_issuer",
             AuthError::BadAudience => "bad_audience",
             AuthError::MissingClaim(_) => "missing_claim",
-            AuthError::Forbidden => "forbidden",
+            AuthError::Forbidden(_) => "forbidden",
             AuthError::NoKey => "no_key",
         }
     }
 
     /// 401 for a bad or absent token, 403 for a good token without the needed scope.
     pub fn status(&self) -> u16 {
-        if *self == AuthError::Forbidden {
+        if matches!(self, AuthError::Forbidden(_)) {
             403
         } else {
             401
@@ -137,11 +137,33 @@ impl AuthError {
             AuthError::BadIssuer => "token issuer (iss) not accepted".into(),
             AuthError::BadAudience => "token audience (aud) not accepted".into(),
             AuthError::MissingClaim(c) => format!("token lacks required claim {c:?}"),
-            AuthError::Forbidden => "token lacks the \"publish\" scope".into(),
+            AuthError::Forbidden(scope) => format!("token lacks the {:?} scope", scope.name()),
             AuthError::NoKey => {
                 "no verification key for this token (unknown kid, or the key set is not loaded yet)".into()
             }
         }
+    }
+}
+
+/// What a service token must allow: `publish` publishes (and reads presence), `admin` may call
+/// every endpoint, publishing included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceScope {
+    Publish,
+    Admin,
+}
+
+impl ServiceScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceScope::Publish => "publish",
+            ServiceScope::Admin => "admin",
+        }
+    }
+
+    /// Whether a token with `scope` may call an endpoint that needs `self`.
+    pub fn allowed_by(self, scope: &Scope) -> bool {
+        scope.contains("admin") || (self == ServiceScope::Publish && scope.contains("publish"))
     }
 }
 
@@ -287,15 +309,21 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a service token and requires the `publish` scope.
+    /// Verifies a service token and requires the `publish` scope (or `admin`).
     pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
-        publisher(self.verify(token)?)
+        scoped(self.verify(token)?, ServiceScope::Publish)
     }
 
     /// [`Authenticator::verify_publisher`] that waits for a JWKS refetch like
     /// [`Authenticator::verify_async`].
     pub async fn verify_publisher_async(&self, token: &str) -> Result<Claims, AuthError> {
-        publisher(self.verify_async(token).await?)
+        self.verify_service_async(token, ServiceScope::Publish).await
+    }
+
+    /// Verifies a service token that must allow `scope`, waiting for a JWKS refetch like
+    /// [`Authenticator::verify_async`].
+    pub async fn verify_service_async(&self, token: &str, scope: ServiceScope) -> Result<Claims, AuthError> {
+        scoped(self.verify_async(token).await?, scope)
     }
 
     /// Mints a token with the configured secret (not possible with a public key or a JWKS).
@@ -311,9 +339,9 @@ impl Authenticator {
     }
 }
 
-fn publisher(c: Claims) -> Result<Claims, AuthError> {
-    if !c.scope.contains("publish") {
-        return Err(AuthError::Forbidden);
+fn scoped(c: Claims, scope: ServiceScope) -> Result<Claims, AuthError> {
+    if !scope.allowed_by(&c.scope) {
+        return Err(AuthError::Forbidden(scope));
     }
     Ok(c)
 }
@@ -360,7 +388,13 @@ mod tests {
         let a = auth();
         let ok = sign(serde_json::json!({"sub":"alice","exp":exp(60)}), TEST_SECRET);
         assert_eq!(a.verify(&ok).unwrap().sub, "alice");
-        assert_eq!(a.verify_publisher(&ok).unwrap_err(), AuthError::Forbidden);
+        assert_eq!(a.verify_publisher(&ok).unwrap_err(), AuthError::Forbidden(ServiceScope::Publish));
+        assert_eq!(a.verify_publisher(&ok).unwrap_err().message(), "token lacks the \"publish\" scope");
+        let admin = sign(serde_json::json!({"sub":"ops","exp":exp(60),"scope":"admin"}), TEST_SECRET);
+        assert!(a.verify_publisher(&admin).is_ok(), "admin may publish");
+        let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":"publish"}), TEST_SECRET);
+        assert!(!ServiceScope::Admin.allowed_by(&a.verify(&p).unwrap().scope), "publish is not admin");
+        assert!(ServiceScope::Admin.allowed_by(&a.verify(&admin).unwrap().scope));
         let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":"read publish"}), TEST_SECRET);
         assert!(a.verify_publisher(&p).is_ok());
         let p = sign(serde_json::json!({"sub":"svc","exp":exp(60),"scope":["publish"]}), TEST_SECRET);

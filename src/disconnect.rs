@@ -4,6 +4,9 @@
 
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+/// The close code of a revoked connection (the private range 4000–4999 of RFC 6455).
+pub const REVOKED: u16 = 4001;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disconnect {
     /// The instance is shutting down: 1001, the client should reconnect (elsewhere).
@@ -25,6 +28,12 @@ pub enum Disconnect {
     ClientClosed,
     /// A transport or protocol error; the socket is dropped.
     Error,
+    /// An operator revoked the user (`POST /api/users/{sub}/disconnect`): 4001, the client
+    /// must not reconnect with the same token.
+    Revoked,
+    /// An operator asked the user's connections to reconnect (`"reconnect": true`): 1012;
+    /// the same token may be used again.
+    Reconnect,
 }
 
 impl Disconnect {
@@ -35,6 +44,8 @@ impl Disconnect {
             Disconnect::Slow => Some(CloseCode::Again),
             Disconnect::TokenExpired | Disconnect::Policy | Disconnect::MessageRate => Some(CloseCode::Policy),
             Disconnect::MessageTooBig => Some(CloseCode::Size),
+            Disconnect::Revoked => Some(CloseCode::Library(REVOKED)),
+            Disconnect::Reconnect => Some(CloseCode::Restart),
             Disconnect::PingTimeout | Disconnect::ClientClosed | Disconnect::Error => None,
         }
     }
@@ -51,11 +62,13 @@ impl Disconnect {
             Disconnect::PingTimeout => "ping_timeout",
             Disconnect::ClientClosed => "client_closed",
             Disconnect::Error => "error",
+            Disconnect::Revoked => "revoked",
+            Disconnect::Reconnect => "reconnect",
         }
     }
 
     /// Every reason, for pre-registering metric series so dashboards see zeros.
-    pub const ALL: [Disconnect; 9] = [
+    pub const ALL: [Disconnect; 11] = [
         Disconnect::Shutdown,
         Disconnect::Slow,
         Disconnect::TokenExpired,
@@ -65,6 +78,8 @@ impl Disconnect {
         Disconnect::PingTimeout,
         Disconnect::ClientClosed,
         Disconnect::Error,
+        Disconnect::Revoked,
+        Disconnect::Reconnect,
     ];
 }
 
@@ -79,6 +94,8 @@ mod tests {
         assert_eq!(u16::from(Disconnect::MessageRate.close_code().unwrap()), 1008);
         assert_eq!(u16::from(Disconnect::MessageTooBig.close_code().unwrap()), 1009);
         assert_eq!(u16::from(Disconnect::Slow.close_code().unwrap()), 1013);
+        assert_eq!(u16::from(Disconnect::Revoked.close_code().unwrap()), 4001);
+        assert_eq!(u16::from(Disconnect::Reconnect.close_code().unwrap()), 1012);
         assert!(Disconnect::PingTimeout.close_code().is_none());
     }
 }

@@ -143,9 +143,40 @@ pub struct PublishRequest {
     pub audience: Audience,
 }
 
-/// Why a publish body was refused; the message names the field (400).
+/// Why a publish body was refused (400): the field at fault, when one is, and what is wrong
+/// with it. Displays as `"type" is required`; a batch names the item (`events[3].type`).
 #[derive(Debug, PartialEq, Eq)]
-pub struct BadRequest(pub String);
+pub struct BadRequest {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl BadRequest {
+    fn body(message: impl Into<String>) -> BadRequest {
+        BadRequest { field: None, message: message.into() }
+    }
+
+    fn field(field: &str, message: impl Into<String>) -> BadRequest {
+        BadRequest { field: Some(field.to_string()), message: message.into() }
+    }
+
+    /// The message for item `index` of a batch: `events[3].type: is required`.
+    pub fn in_batch(&self, index: usize) -> String {
+        match &self.field {
+            Some(f) => format!("events[{index}].{f}: {}", self.message),
+            None => format!("events[{index}]: {}", self.message.replace("body ", "item ")),
+        }
+    }
+}
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field:?} {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
 
 impl PublishRequest {
     /// Parses and validates a body. Fields are checked one by one so that every error names
@@ -153,8 +184,8 @@ impl PublishRequest {
     pub fn parse(body: &[u8]) -> Result<PublishRequest, BadRequest> {
         let fields: Vec<(String, &RawValue)> = match serde_json::from_slice::<RawObject>(body) {
             Ok(o) => o.0,
-            Err(e) if e.is_data() => return Err(BadRequest("body must be a JSON object".into())),
-            Err(e) => return Err(BadRequest(format!("body is not valid JSON: {e}"))),
+            Err(e) if e.is_data() => return Err(BadRequest::body("body must be a JSON object")),
+            Err(e) => return Err(BadRequest::body(format!("body is not valid JSON: {e}"))),
         };
         let mut kind = None;
         let mut data = None;
@@ -167,17 +198,18 @@ impl PublishRequest {
                 "users" => users = Some(raw),
                 "channel" => channel = Some(raw),
                 other => {
-                    return Err(BadRequest(format!(
-                        "unknown field {other:?}: expected \"type\", \"data\" and optionally \"users\" or \"channel\""
-                    )))
+                    return Err(BadRequest::field(
+                        other,
+                        "is not a known field: expected \"type\", \"data\" and optionally \"users\" or \"channel\"",
+                    ))
                 }
             }
         }
         let kind = match kind.map(|r| serde_json::from_str::<String>(r.get())) {
-            None => return Err(BadRequest("\"type\" is required".into())),
+            None => return Err(BadRequest::field("type", "is required")),
             Some(Ok(s)) if !s.is_empty() && s.chars().count() <= MAX_TYPE_CHARS => s,
             Some(_) => {
-                return Err(BadRequest(format!("\"type\" must be a string of 1 to {MAX_TYPE_CHARS} characters")))
+                return Err(BadRequest::field("type", format!("must be a string of 1 to {MAX_TYPE_CHARS} characters")))
             }
         };
         let data = match data {
@@ -186,15 +218,18 @@ impl PublishRequest {
         };
         let audience = match (users, channel) {
             (Some(_), Some(_)) => {
-                return Err(BadRequest("give \"users\" or \"channel\", not both".into()));
+                return Err(BadRequest::field("channel", "cannot be given with \"users\": give one or the other"));
             }
             (None, Some(raw)) => match serde_json::from_str::<String>(raw.get()) {
                 Ok(c) if crate::channel::valid_name(&c) => Audience::Channel(c),
                 _ => {
-                    return Err(BadRequest(format!(
-                        "\"channel\" must be a string of 1 to {} characters of A-Z a-z 0-9 : _ - . @",
-                        crate::channel::MAX_NAME
-                    )))
+                    return Err(BadRequest::field(
+                        "channel",
+                        format!(
+                            "must be a string of 1 to {} characters of A-Z a-z 0-9 : _ - . @",
+                            crate::channel::MAX_NAME
+                        ),
+                    ))
                 }
             },
             // `null` is refused rather than read as "everyone": a serialiser that writes an
@@ -202,15 +237,15 @@ impl PublishRequest {
             (None, None) => Audience::All,
             (Some(raw), None) => {
                 let list: Vec<String> = serde_json::from_str(raw.get())
-                    .map_err(|_| BadRequest("\"users\" must be a list of user id strings".into()))?;
+                    .map_err(|_| BadRequest::field("users", "must be a list of user id strings"))?;
                 if list.is_empty() {
-                    return Err(BadRequest("\"users\" must not be empty (omit it to reach everyone)".into()));
+                    return Err(BadRequest::field("users", "must not be empty (omit it to reach everyone)"));
                 }
                 if list.len() > MAX_USERS {
-                    return Err(BadRequest(format!("\"users\" may name at most {MAX_USERS} users")));
+                    return Err(BadRequest::field("users", format!("may name at most {MAX_USERS} users")));
                 }
                 if list.iter().any(|u| u.is_empty() || u.len() > MAX_USER_BYTES) {
-                    return Err(BadRequest(format!("\"users\" entries must be 1 to {MAX_USER_BYTES} bytes")));
+                    return Err(BadRequest::field("users", format!("entries must be 1 to {MAX_USER_BYTES} bytes")));
                 }
                 let mut list = list;
                 list.sort_unstable();
@@ -250,7 +285,7 @@ mod tests {
     use super::*;
 
     fn err(body: &str) -> String {
-        PublishRequest::parse(body.as_bytes()).unwrap_err().0
+        PublishRequest::parse(body.as_bytes()).unwrap_err().to_string()
     }
 
     #[test]
@@ -288,7 +323,10 @@ mod tests {
         assert!(err(r#"{"type":"t","channel":"a b"}"#).contains("\"channel\""));
         assert!(err(r#"{"type":"t","channel":5}"#).contains("\"channel\""));
         assert!(err(r#"{"type":"t","channel":"x","users":["a"]}"#).contains("\"channel\""));
-        assert!(err(r#"{"type":"t","other":1}"#).contains("unknown field"));
+        assert!(err(r#"{"type":"t","other":1}"#).contains("\"other\" is not a known field"));
+        let e = PublishRequest::parse(br#"{"type":5}"#).unwrap_err();
+        assert_eq!(e.in_batch(3), "events[3].type: must be a string of 1 to 128 characters");
+        assert_eq!(PublishRequest::parse(b"[1]").unwrap_err().in_batch(0), "events[0]: item must be a JSON object");
         let p = PublishRequest::parse(br#"{"type":"t","channel":"project:42"}"#).unwrap();
         assert_eq!(p.audience, Audience::Channel("project:42".into()));
         let ev = Event { id: "1-0".into(), kind: p.kind, data: p.data, ts: 7, audience: p.audience };

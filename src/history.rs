@@ -14,6 +14,7 @@ use std::str::FromStr;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::broker::{HistoryPage, HistoryQuery};
 use crate::config::HistoryLimits;
 use crate::event::{now_ms, Audience, Event};
 
@@ -191,6 +192,27 @@ impl MemoryHistory {
         Replay::Recovered { frames, upto }
     }
 
+    /// A page of one stream (`q.channel`: a channel's events; `None`: the others), oldest
+    /// first: the first `q.limit` after `q.since`, or the newest `q.limit`.
+    pub fn page(&mut self, q: HistoryQuery<'_>) -> HistoryPage {
+        self.trim_age(now_ms());
+        let in_stream = |e: &&Entry| e.audience.channel() == q.channel;
+        let last_id = self.ring.iter().rev().find(in_stream).map(|e| e.id);
+        let events = match q.since {
+            Some(since) => {
+                let start = self.ring.partition_point(|e| e.id <= since);
+                self.ring.range(start..).filter(in_stream).take(q.limit).map(|e| e.frame.clone()).collect()
+            }
+            None => {
+                let mut newest: Vec<Utf8Bytes> =
+                    self.ring.iter().rev().filter(in_stream).take(q.limit).map(|e| e.frame.clone()).collect();
+                newest.reverse();
+                newest
+            }
+        };
+        HistoryPage { events, last_id }
+    }
+
     /// The last id handed out, if history is on (a position to resume from).
     pub fn last(&self) -> Option<StreamId> {
         (self.limits.max_events > 0).then_some(self.last)
@@ -267,6 +289,24 @@ mod tests {
         assert_eq!(ids(h.replay("1-0", "alice", &[], 100)), ["not recovered"]);
         // More than the caller may replay.
         assert_eq!(ids(h.replay(&first.to_string(), "alice", &[], 2)), ["not recovered"]);
+    }
+
+    #[test]
+    fn history_pages_per_stream() {
+        let mut h = MemoryHistory::new(limits(100));
+        let a: Vec<StreamId> = (0..5).map(|_| h.append(&mut event(Audience::All)).0).collect();
+        let c = h.append(&mut event(Audience::Channel("room".into()))).0;
+        let q = |channel, since, limit| HistoryQuery { channel, since, limit };
+        let page_ids = |p: HistoryPage| p.events.iter().map(|f| frame_position(f).unwrap()).collect::<Vec<_>>();
+        let p = h.page(q(None, None, 2));
+        assert_eq!(p.last_id, Some(a[4]));
+        assert_eq!(page_ids(p), [a[3], a[4]], "the newest two, oldest first");
+        assert_eq!(page_ids(h.page(q(None, Some(a[0]), 2))), [a[1], a[2]]);
+        assert_eq!(page_ids(h.page(q(None, Some(a[4]), 2))), []);
+        let p = h.page(q(Some("room"), None, 10));
+        assert_eq!(p.last_id, Some(c));
+        assert_eq!(page_ids(p), [c]);
+        assert_eq!(h.page(q(Some("other"), None, 10)).last_id, None);
     }
 
     #[test]

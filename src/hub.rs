@@ -13,7 +13,7 @@
 //! queues a run of broadcasts on each socket under one lock with one wake-up, so the sessions
 //! write them with one syscall. Order is kept: one queue, one dispatcher.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -87,6 +87,9 @@ struct Registry {
     /// connection → the channels it joined (only connections that joined any).
     joined: HashMap<u64, Vec<Arc<str>>>,
     subscriptions: usize,
+    /// Channels whose local membership changed since [`Hub::take_changed`] last ran: the Redis
+    /// broker writes presence on change, not every channel every heartbeat.
+    changed: HashSet<Arc<str>>,
 }
 
 pub struct Hub {
@@ -271,6 +274,7 @@ impl Hub {
             None => Arc::from(channel),
         };
         reg.channels.entry(name.clone()).or_default().push((id, user.clone()));
+        reg.changed.insert(name.clone());
         reg.joined.entry(id).or_default().push(name);
         reg.subscriptions += 1;
         self.publish_counts(&reg);
@@ -299,6 +303,30 @@ impl Hub {
         if members.is_empty() {
             reg.channels.remove(channel);
         }
+        reg.changed.insert(channel.clone());
+    }
+
+    /// The channels whose local membership changed since the last call (and clears the set).
+    pub fn take_changed(&self) -> Vec<Arc<str>> {
+        let mut reg = self.write();
+        if reg.changed.is_empty() {
+            return Vec::new();
+        }
+        std::mem::take(&mut reg.changed).into_iter().collect()
+    }
+
+    /// Local subscribers per channel whose name starts with `prefix`: (channel, connections),
+    /// sorted by channel.
+    pub fn channel_counts(&self, prefix: &str) -> Vec<(String, usize)> {
+        let reg = self.read();
+        let mut v: Vec<(String, usize)> = reg
+            .channels
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, members)| (name.to_string(), members.len()))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Local subscribers of `channel`: (user, connections), sorted by user.
@@ -423,6 +451,14 @@ impl Hub {
         reg.conns.values().filter(|o| o.close(reason)).count()
     }
 
+    /// Closes every connection of `user` on this instance with `reason` (an operator's
+    /// disconnect); returns how many this call closed.
+    pub fn close_user(&self, user: &str, reason: Disconnect) -> usize {
+        let reg = self.read();
+        let ids = reg.users.get(user).map_or(&[][..], Vec::as_slice);
+        ids.iter().filter_map(|id| reg.conns.get(id)).filter(|o| o.close(reason)).count()
+    }
+
     /// The connections of `user` on this instance.
     pub fn user_connections(&self, user: &str) -> usize {
         self.read().users.get(user).map_or(0, Vec::len)
@@ -515,6 +551,27 @@ mod tests {
             assert_eq!(drained(&early).len(), 1);
             assert!(drained(&late).is_empty());
         }
+    }
+
+    #[test]
+    fn close_user_closes_only_that_user_and_channels_changed_are_told() {
+        let h = hub();
+        let a1 = h.register("alice");
+        let a2 = h.register("alice");
+        let b = h.register("bob");
+        assert_eq!(h.subscribe(b.id, &b.user, "room", 10), Ok(true));
+        assert_eq!(h.channel_counts(""), [("room".to_string(), 1)]);
+        assert_eq!(h.channel_counts("x"), []);
+        assert_eq!(h.take_changed(), [Arc::<str>::from("room")]);
+        assert!(h.take_changed().is_empty());
+        assert_eq!(h.close_user("alice", Disconnect::Revoked), 2);
+        assert_eq!(h.close_user("alice", Disconnect::Revoked), 0, "already closed");
+        assert_eq!(drained(&a1), ["closed:revoked"]);
+        assert_eq!(drained(&a2), ["closed:revoked"]);
+        assert!(drained(&b).is_empty());
+        drop(b);
+        assert_eq!(h.take_changed(), [Arc::<str>::from("room")], "leaving changes the channel too");
+        assert_eq!(h.channel_counts(""), []);
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! `Idempotency-Key` on `POST /api/events`: a retry with the same key (and the same body)
 //! within the window answers with the first event's id and publishes nothing.
 //!
-//! Keys are scoped by the publisher's token subject, so two services cannot collide. The body
+//! Keys are scoped by the publisher's token subject, so two services cannot collide: the scope
+//! is `<length of the subject>:<subject>:<use>:<key>`, which no other (subject, key) pair can
+//! spell (a plain `subject:key` let publisher `svc` with key `a:b` and publisher `svc:a` with
+//! key `b` share one entry, and the second one's event was dropped as a "retry"). `<use>` is
+//! `e` for `POST /api/events` and `b<i>` for item `i` of a batch, so a batch key covers each
+//! of its items exactly once (a retry after a partial failure publishes only what is missing).
+//! The body
 //! is fingerprinted (FNV-1a, 64 bits): the same key with another body is a client bug and gets
 //! 422, as the IETF draft and Stripe do. The memory broker keeps keys in a bounded
 //! [`LocalStore`]; the Redis broker keeps them in Redis (fleet-wide, in the same script that
@@ -18,11 +24,43 @@ const LOCAL_CAPACITY: usize = 100_000;
 /// A validated key with the fingerprint of the body it came with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdemKey {
-    /// `<subject>:<key>`.
+    /// `<subject length>:<subject>:<use>:<key>` (see the module docs).
     pub scoped: String,
     /// 16 hex digits.
     pub fingerprint: String,
 }
+
+/// A validated `Idempotency-Key` header of one request, scoped by its publisher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestKey {
+    subject: String,
+    key: String,
+    fingerprint: String,
+}
+
+impl RequestKey {
+    fn scoped(&self, use_: &str) -> IdemKey {
+        IdemKey {
+            scoped: format!("{}:{}:{use_}:{}", self.subject.len(), self.subject, self.key),
+            fingerprint: self.fingerprint.clone(),
+        }
+    }
+
+    /// The key of a single publish.
+    pub fn single(&self) -> IdemKey {
+        self.scoped("e")
+    }
+
+    /// The key of item `index` of a batch (the fingerprint is the whole batch's).
+    pub fn item(&self, index: usize) -> IdemKey {
+        self.scoped(&format!("b{index}"))
+    }
+}
+
+/// A malformed `Idempotency-Key` header (400).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters")]
+pub struct BadKey;
 
 /// What a key says about a publish.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,13 +73,14 @@ pub enum Seen {
     Conflict,
 }
 
-/// Validates the header value: 1 to 255 visible ASCII characters.
-pub fn parse_key(subject: &str, header: &[u8], body: &[u8]) -> Result<IdemKey, String> {
+/// Validates the header value (1 to 255 visible ASCII characters) of a request by `subject`
+/// whose body is `body`.
+pub fn parse_key(subject: &str, header: &[u8], body: &[u8]) -> Result<RequestKey, BadKey> {
     if header.is_empty() || header.len() > MAX_KEY_BYTES || !header.iter().all(|b| (0x21..=0x7e).contains(b)) {
-        return Err(format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible ASCII characters"));
+        return Err(BadKey);
     }
-    let key = std::str::from_utf8(header).map_err(|_| "Idempotency-Key is not ASCII".to_string())?;
-    Ok(IdemKey { scoped: format!("{subject}:{key}"), fingerprint: format!("{:016x}", fnv1a(body)) })
+    let key = std::str::from_utf8(header).map_err(|_| BadKey)?;
+    Ok(RequestKey { subject: subject.to_string(), key: key.to_string(), fingerprint: format!("{:016x}", fnv1a(body)) })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -102,28 +141,48 @@ impl LocalStore {
 mod tests {
     use super::*;
 
+    fn key(subject: &str, header: &[u8], body: &[u8]) -> IdemKey {
+        parse_key(subject, header, body).unwrap().single()
+    }
+
+    #[test]
+    fn keys_of_different_publishers_never_collide() {
+        // The audit's case: `svc` with key `a:b` and `svc:a` with key `b` were one entry.
+        let one = key("svc", b"a:b", b"{}");
+        let other = key("svc:a", b"b", b"{}");
+        assert_ne!(one.scoped, other.scoped);
+        let mut s = LocalStore::new(Duration::from_secs(60));
+        s.remember(&one, "1-0");
+        assert_eq!(s.check(&other), Seen::New, "another publisher's key is not a retry");
+        // A batch's items and a single publish with the same header do not collide either.
+        let batch = parse_key("svc", b"k", b"{}").unwrap();
+        let keys = [batch.single().scoped, batch.item(0).scoped, batch.item(1).scoped, key("svc", b"b0:k", b"").scoped];
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+    }
+
     #[test]
     fn keys_are_validated_and_scoped() {
-        let k = parse_key("svc", b"order-42", b"{}").unwrap();
-        assert_eq!(k.scoped, "svc:order-42");
+        let k = key("svc", b"order-42", b"{}");
+        assert_eq!(k.scoped, "3:svc:e:order-42");
         assert_eq!(k.fingerprint.len(), 16);
         assert!(parse_key("svc", b"", b"").is_err());
         assert!(parse_key("svc", b"a b", b"").is_err());
         assert!(parse_key("svc", "é".as_bytes(), b"").is_err());
         assert!(parse_key("svc", &[b'a'; 256], b"").is_err());
         assert!(parse_key("svc", &[b'a'; 255], b"").is_ok());
-        assert_ne!(parse_key("s", b"k", b"1").unwrap().fingerprint, parse_key("s", b"k", b"2").unwrap().fingerprint);
+        assert_ne!(key("s", b"k", b"1").fingerprint, key("s", b"k", b"2").fingerprint);
     }
 
     #[test]
     fn replay_conflict_and_expiry() {
         let mut s = LocalStore::new(Duration::from_millis(50));
-        let k = parse_key("svc", b"k", b"body").unwrap();
+        let k = key("svc", b"k", b"body");
         assert_eq!(s.check(&k), Seen::New);
         s.remember(&k, "1-0");
         assert_eq!(s.check(&k), Seen::Replay("1-0".into()));
-        assert_eq!(s.check(&parse_key("svc", b"k", b"other").unwrap()), Seen::Conflict);
-        assert_eq!(s.check(&parse_key("svc2", b"k", b"body").unwrap()), Seen::New);
+        assert_eq!(s.check(&key("svc", b"k", b"other")), Seen::Conflict);
+        assert_eq!(s.check(&key("svc2", b"k", b"body")), Seen::New);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(s.check(&k), Seen::New);
     }

@@ -3,9 +3,10 @@
 //! messages per second per connection. Every refusal is counted by reason.
 //!
 //! The client IP is the socket's peer address, unless that peer is a trusted proxy
-//! (`TRUSTED_PROXIES`): then it is the nearest untrusted address in `X-Forwarded-For`, or the
-//! `for=` of `Forwarded`. Headers from anyone else are ignored, so a client cannot pick its
-//! own address to dodge a per-IP limit.
+//! (`TRUSTED_PROXIES`): then it is the nearest untrusted address in the one header the proxies
+//! write (`CLIENT_IP_HEADER`). Headers from anyone else, and other headers, are ignored, so a
+//! client cannot pick its own address to dodge a per-IP limit or charge it to someone else.
+//! Per-IP limits count an IPv6 client by its /64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,7 +20,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use hyper::HeaderMap;
 
-use crate::config::{ConnectionLimits, IpNet};
+use crate::config::{ClientIpConfig, ClientIpHeader, ConnectionLimits};
 
 /// Why an upgrade was refused; the label of `wsgate_limit_refusals_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,13 +142,14 @@ impl Limiter {
     /// Counts an upgrade attempt from `ip` (before the token is checked: cheap refusals first).
     pub fn check_upgrade_rate(&self, ip: IpAddr) -> Result<(), Refusal> {
         let Some(l) = &self.upgrades else { return Ok(()) };
-        l.check_key(&ip)
+        l.check_key(&limit_key(ip))
             .map_err(|not_until| Refusal::UpgradeRate(not_until.wait_time_from(DefaultClock::default().now())))
     }
 
     /// Admits a connection of `user` from `ip`, or says which cap it hits. Checked and counted
     /// in one step, so concurrent upgrades cannot overshoot a cap.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, user: &str) -> Result<Admission, Refusal> {
+        let ip = limit_key(ip);
         let max = self.limits.max_connections;
         let admitted =
             self.total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (max == 0 || n < max).then_some(n + 1));
@@ -175,41 +177,66 @@ impl Limiter {
     }
 }
 
-/// The client's address: `peer`, or, when `peer` is a trusted proxy, what the proxy says.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(ip));
+/// The client's address: `peer`, or, when `peer` is a trusted proxy, what the proxies say in
+/// the one header they write (`CLIENT_IP_HEADER`).
+///
+/// Each proxy appends the address it saw, so the chain is read from the right: past our own
+/// proxies (trusted addresses), the first address they did not add is the client. A hop that
+/// cannot be parsed (`for=unknown`, an obfuscated name, garbage) ends the walk: nothing left of
+/// it can be believed, so the client is the proxy that wrote it, the last trusted hop seen.
+/// Another header the client may have sent (its own `X-Forwarded-For` when the proxies write
+/// `Forwarded`) is never read.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, cfg: &ClientIpConfig) -> IpAddr {
+    let is_trusted = |ip: IpAddr| cfg.trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(peer) {
         return peer;
     }
-    // X-Forwarded-For: client, proxy1, proxy2 (each proxy appends the address it saw). Walk
-    // from the right past our own proxies; the first address they did not add is the client.
-    let xff: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| parse_ip(s.trim()))
-        .collect();
-    if let Some(ip) = xff.iter().rev().find(|ip| !is_trusted(**ip)) {
-        return *ip;
+    let values = |name: &str| -> Vec<String> {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect()
+    };
+    // The hops, nearest last; `None` for one that cannot be parsed.
+    let hops: Vec<Option<IpAddr>> = match cfg.header {
+        ClientIpHeader::XForwardedFor => values("x-forwarded-for")
+            .iter()
+            .flat_map(|v| v.split(',').map(|s| parse_ip(s.trim())).collect::<Vec<_>>())
+            .collect(),
+        ClientIpHeader::Forwarded => {
+            values("forwarded").iter().flat_map(|v| v.split(',').map(forwarded_for).collect::<Vec<_>>()).collect()
+        }
+        // One address, written (not appended) by the proxy in front of us.
+        ClientIpHeader::XRealIp => values("x-real-ip").last().map(|v| parse_ip(v.trim())).into_iter().collect(),
+    };
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => client = ip,
+            Some(ip) => return ip,
+            None => return client,
+        }
     }
-    // Forwarded: for=192.0.2.60;proto=http, for="[2001:db8::1]:4711"
-    let fwd: Vec<IpAddr> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|el| {
-            el.split(';').find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                k.trim().eq_ignore_ascii_case("for").then(|| parse_ip(v.trim().trim_matches('"')))?
-            })
-        })
-        .collect();
-    if let Some(ip) = fwd.iter().rev().find(|ip| !is_trusted(**ip)) {
-        return *ip;
+    client
+}
+
+/// The `for=` of one `Forwarded` element: `for=192.0.2.60;proto=http`,
+/// `for="[2001:db8::1]:4711"`; `None` when it has none or it is not an address.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    element.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then(|| parse_ip(v.trim().trim_matches('"')))?
+    })
+}
+
+/// The address per-IP limits count: an IPv4 address itself, an IPv6 address's /64 (one
+/// subscriber's network: a client owns the whole /64 and could take a fresh address for
+/// every connection).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
     }
-    xff.first().or(fwd.first()).copied().unwrap_or(peer)
 }
 
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
@@ -262,23 +289,61 @@ mod tests {
         h
     }
 
+    fn cfg(header: ClientIpHeader) -> ClientIpConfig {
+        ClientIpConfig { trusted: vec![crate::config::IpNet::parse("10.0.0.0/8").unwrap()], header }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn forwarded_headers_count_only_from_trusted_proxies() {
-        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
-        let trusted = vec![IpNet::parse("10.0.0.0/8").unwrap()];
+        let proxy = ip("10.0.0.5");
+        let xff = cfg(ClientIpHeader::XForwardedFor);
         let h = headers(&[("x-forwarded-for", "203.0.113.7, 10.0.0.9")]);
-        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(proxy, &h, &xff), ip("203.0.113.7"));
         // From an untrusted peer the header is ignored.
-        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(client_ip(stranger, &h, &trusted), stranger);
+        let stranger = ip("198.51.100.1");
+        assert_eq!(client_ip(stranger, &h, &xff), stranger);
         // A client-supplied prefix does not help: the nearest untrusted address wins.
         let h = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7")]);
-        assert_eq!(client_ip(proxy, &h, &trusted), "203.0.113.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(proxy, &h, &xff), ip("203.0.113.7"));
+        let fwd = cfg(ClientIpHeader::Forwarded);
         let h = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")]);
-        assert_eq!(client_ip(proxy, &h, &trusted), "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(proxy, &h, &fwd), ip("2001:db8::1"));
         let h = headers(&[("forwarded", "for=192.0.2.60:80")]);
-        assert_eq!(client_ip(proxy, &h, &trusted), "192.0.2.60".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(client_ip(proxy, &h, &fwd), ip("192.0.2.60"));
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &xff), proxy);
+        let real = cfg(ClientIpHeader::XRealIp);
+        assert_eq!(client_ip(proxy, &headers(&[("x-real-ip", "192.0.2.9")]), &real), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read_and_an_unparseable_hop_ends_the_walk() {
+        let proxy = ip("10.0.0.5");
+        // The audit's case: the proxy writes Forwarded; the client's own X-Forwarded-For (read
+        // first before) named any address it liked.
+        let h = headers(&[("x-forwarded-for", "192.0.2.66"), ("forwarded", "for=198.51.100.7")]);
+        assert_eq!(client_ip(proxy, &h, &cfg(ClientIpHeader::Forwarded)), ip("198.51.100.7"));
+        // for=unknown: nothing left of it can be believed; the client is the proxy that wrote it.
+        let h = headers(&[("x-forwarded-for", "192.0.2.66"), ("forwarded", "for=192.0.2.66, for=unknown")]);
+        assert_eq!(client_ip(proxy, &h, &cfg(ClientIpHeader::Forwarded)), proxy);
+        let h = headers(&[("x-forwarded-for", "192.0.2.66, garbage, 10.0.0.9")]);
+        assert_eq!(client_ip(proxy, &h, &cfg(ClientIpHeader::XForwardedFor)), ip("10.0.0.9"));
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(limit_key(ip("2001:db8:1:2:ffff:1:2:3")), ip("2001:db8:1:2::"));
+        assert_ne!(limit_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+        assert_eq!(limit_key(ip("192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        let l = Limiter::new(ConnectionLimits { per_ip: 1, ..Default::default() });
+        let _a = l.admit(ip("2001:db8:1:2::1"), "u").unwrap();
+        assert_eq!(l.admit(ip("2001:db8:1:2::2"), "v").err(), Some(Refusal::PerIp), "same /64");
+        assert!(l.admit(ip("2001:db8:1:3::1"), "w").is_ok());
     }
 
     #[test]

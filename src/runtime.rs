@@ -43,15 +43,18 @@ impl Runtimes {
     }
 }
 
-/// Runs the gateway as the binary does: listens on `LISTEN_ADDR`, serves until `shutdown`
-/// resolves, drains, returns.
+/// Runs the gateway as the binary does: listens on `LISTEN_ADDR` (and `ADMIN_LISTEN_ADDR`),
+/// serves until `shutdown` resolves, drains, returns.
 pub fn run_server(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let rts = Runtimes::new(cfg.process.worker_threads).map_err(StartError::Runtime)?;
     let control = rts.control.handle().clone();
     let result = rts.sessions.block_on(async {
-        let addr = cfg.listen.addr;
-        let listener = listen(addr).map_err(|source| StartError::Listen { setting: "LISTEN_ADDR", addr, source })?;
-        crate::app::run(cfg, listener, Some(control), shutdown).await
+        let bind = |setting: &'static str, addr: SocketAddr| {
+            listen(addr).map_err(|source| StartError::Listen { setting, addr, source })
+        };
+        let public = bind("LISTEN_ADDR", cfg.listen.addr)?;
+        let admin = cfg.listen.admin_addr.map(|a| bind("ADMIN_LISTEN_ADDR", a)).transpose()?;
+        crate::app::run(cfg, crate::app::Listeners { public, admin }, Some(control), shutdown).await
     });
     drop(rts.control);
     result

@@ -2,6 +2,7 @@
 //! [`crate::app`]; read by [`crate::http`] and [`crate::stats`] (which is why it lives apart
 //! from both: no module here imports the app).
 
+use std::num::NonZeroU32;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,12 +59,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// `Some(wait)` when `subject` has used up its publish budget.
-    pub fn rate_limited(&self, subject: &str) -> Option<Duration> {
+    /// `None` when `subject` may publish `n` events now; `Some(Some(wait))` when it has used up
+    /// its budget; `Some(None)` when `n` is more than the burst allows at all.
+    pub fn rate_limited(&self, subject: &str, n: usize) -> Option<Option<Duration>> {
         let limiter = self.limiter.as_ref()?;
-        match limiter.check_key(&subject.to_string()) {
-            Ok(()) => None,
-            Err(not_until) => Some(not_until.wait_time_from(DefaultClock::default().now())),
+        let n = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match limiter.check_key_n(&subject.to_string(), n) {
+            Ok(Ok(())) => None,
+            Ok(Err(not_until)) => Some(Some(not_until.wait_time_from(DefaultClock::default().now()))),
+            Err(_insufficient_capacity) => Some(None),
         }
     }
 }

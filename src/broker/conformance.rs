@@ -49,7 +49,7 @@ fn now() -> PublishOptions {
 fn keyed(key: &str, body: &str) -> PublishOptions {
     PublishOptions {
         accepted_at: Instant::now(),
-        idempotency: Some(parse_key("svc", key.as_bytes(), body.as_bytes()).unwrap()),
+        idempotency: Some(parse_key("svc", key.as_bytes(), body.as_bytes()).unwrap().single()),
     }
 }
 

@@ -7,8 +7,12 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::Mutex;
 
-use super::{Broker, BrokerStatus, Fleet, FleetStats, PublishError, PublishOptions, Published};
+use super::{
+    Broker, BrokerStatus, Fleet, FleetStats, HistoryPage, HistoryQuery, PublishError, PublishOptions, Published,
+    Unavailable,
+};
 use crate::config::HistoryLimits;
+use crate::disconnect::Disconnect;
 use crate::event::{Dispatch, Event};
 use crate::history::{MemoryHistory, Replay};
 use crate::hub::{Hub, Submitter};
@@ -80,6 +84,10 @@ impl Broker for MemoryBroker {
         async move { self.state.lock().await.history.last().map(|id| id.to_string()) }.boxed()
     }
 
+    fn history<'a>(&'a self, q: HistoryQuery<'a>) -> BoxFuture<'a, Result<HistoryPage, Unavailable>> {
+        async move { Ok(self.state.lock().await.history.page(q)) }.boxed()
+    }
+
     fn status(&self) -> BrokerStatus {
         BrokerStatus { mode: "memory", redis_enabled: false, redis_state: "disabled", local_only: false, ready: true }
     }
@@ -101,5 +109,13 @@ impl Fleet for MemoryBroker {
             total_users: Some(self.hub.user_count()),
         };
         futures_util::future::ready(s).boxed()
+    }
+
+    fn channels<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
+        futures_util::future::ready(self.hub.channel_counts(prefix)).boxed()
+    }
+
+    fn disconnect<'a>(&'a self, user: &'a str, how: Disconnect) -> BoxFuture<'a, usize> {
+        futures_util::future::ready(self.hub.close_user(user, how)).boxed()
     }
 }

@@ -32,8 +32,11 @@ mod conformance;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::disconnect::Disconnect;
 use crate::event::Event;
-use crate::history::Replay;
+use crate::history::{Replay, StreamId};
 use crate::idempotency::IdemKey;
 
 /// The fleet as one instance sees it.
@@ -105,6 +108,30 @@ impl PublishError {
     }
 }
 
+/// What `GET /api/history` asks for: one stream's events, oldest first.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryQuery<'a> {
+    /// `None`: the events published without a channel.
+    pub channel: Option<&'a str>,
+    /// Only events after this id; `None`: the newest `limit` events.
+    pub since: Option<StreamId>,
+    pub limit: usize,
+}
+
+/// The answer to a [`HistoryQuery`].
+#[derive(Debug, Default)]
+pub struct HistoryPage {
+    /// Event frames as clients receive them, oldest first.
+    pub events: Vec<Utf8Bytes>,
+    /// The newest event of the stream (not only of this page); `None` when it has none.
+    pub last_id: Option<StreamId>,
+}
+
+/// The history cannot be read now (Redis unreachable): 503.
+#[derive(Debug, thiserror::Error)]
+#[error("history unavailable: {0}")]
+pub struct Unavailable(pub String);
+
 /// Delivery: publishing, following channels, resuming.
 pub trait Broker: Send + Sync + 'static {
     /// Gives `event` its id, keeps it and hands it to every instance's hub, this one included
@@ -139,6 +166,9 @@ pub trait Broker: Send + Sync + 'static {
     /// resume from here (`connected` carries it).
     fn position<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Option<String>>;
 
+    /// A page of one stream's history, for operators (`GET /api/history`).
+    fn history<'a>(&'a self, q: HistoryQuery<'a>) -> BoxFuture<'a, Result<HistoryPage, Unavailable>>;
+
     fn status(&self) -> BrokerStatus;
 
     /// Stops background work (tracked tasks are cancelled and awaited) and removes this
@@ -146,12 +176,25 @@ pub trait Broker: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()>;
 }
 
-/// What the fleet looks like: presence and totals. Apart from delivery: nothing here touches
-/// an event.
+/// How long an instance waits for the others to say how many connections an operator's
+/// disconnect closed. The closes themselves happen as each instance gets the request.
+pub const DISCONNECT_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// What the fleet looks like and what operators do to it: presence, totals, channel counts,
+/// disconnects. Apart from delivery: nothing here touches an event.
 pub trait Fleet: Send + Sync + 'static {
     /// The users in `channel` across the fleet with their connection counts, sorted by user.
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>>;
 
     /// Connection and instance totals across the fleet.
     fn fleet_stats(&self) -> BoxFuture<'_, FleetStats>;
+
+    /// Channels with at least one subscriber across the fleet whose name starts with `prefix`,
+    /// with their subscriber (connection) counts, sorted by name.
+    fn channels<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<(String, usize)>>;
+
+    /// Closes every connection of `user` on every instance with `how` ([`Disconnect::Revoked`]
+    /// or [`Disconnect::Reconnect`]). Returns the connections closed, as far as the instances
+    /// answered within [`DISCONNECT_WAIT`] (this one's count is always in).
+    fn disconnect<'a>(&'a self, user: &'a str, how: Disconnect) -> BoxFuture<'a, usize>;
 }

@@ -5,6 +5,16 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+/// The header trusted proxies name the client in (`CLIENT_IP_HEADER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ClientIpHeader {
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    Forwarded,
+    #[value(name = "x-real-ip")]
+    XRealIp,
+}
+
 /// Log output format (`LOG_FORMAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -325,6 +335,19 @@ pub struct Args {
     /// comma-separated. From anyone else those headers are ignored.
     #[arg(help_heading = "Listeners", long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+
+    /// The one header TRUSTED_PROXIES write the client's address into: x-forwarded-for,
+    /// forwarded (RFC 7239) or x-real-ip. Only that header is read (a client's own copy of
+    /// another one is ignored), and only from a trusted proxy.
+    #[arg(
+        help_heading = "Listeners",
+        long,
+        env = "CLIENT_IP_HEADER",
+        value_name = "CLIENT_IP_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    pub client_ip_header: ClientIpHeader,
 
     /// A JWKS (JSON Web Key Set) URL to verify user and service tokens with, instead of
     /// JWT_SECRET / JWT_PUBLIC_KEY_FILE. Keys are picked by `kid`.

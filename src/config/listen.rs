@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use super::{bad, ConfigError};
+use super::{bad, ClientIpHeader, ConfigError};
 
 #[derive(Clone, Debug)]
 pub struct ListenConfig {
@@ -11,8 +11,17 @@ pub struct ListenConfig {
     pub admin_addr: Option<SocketAddr>,
     /// `None` = any origin.
     pub allowed_origins: Option<Vec<String>>,
-    pub trusted_proxies: Vec<IpNet>,
+    /// Whom to believe about the client's address.
+    pub client_ip: ClientIpConfig,
     pub demo_page: bool,
+}
+
+/// `TRUSTED_PROXIES` and `CLIENT_IP_HEADER`.
+#[derive(Clone, Debug)]
+pub struct ClientIpConfig {
+    /// Empty: the socket's peer is the client.
+    pub trusted: Vec<IpNet>,
+    pub header: ClientIpHeader,
 }
 
 /// An IP network: an address and a prefix length.

@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use self::args::{Args, LogFormat};
+pub use self::args::{Args, ClientIpHeader, LogFormat};
 use self::auth::auth_config;
 pub use self::auth::{check_secret, AuthConfig, JwksSettings, JwtKey, MIN_SECRET_BYTES};
 use self::listen::{allowed_origins, trusted_proxies};
-pub use self::listen::{IpNet, ListenConfig};
+pub use self::listen::{ClientIpConfig, IpNet, ListenConfig};
 use self::redis::redis_config;
 pub use self::redis::{redact_url, RedisConfig};
 
@@ -152,7 +152,8 @@ impl Config {
             listen: ListenConfig {
                 addr: a.listen_addr,
                 admin_addr: match a.admin_listen_addr {
-                    Some(admin) if admin == a.listen_addr => {
+                    // Port 0 twice is two ephemeral ports, not one.
+                    Some(admin) if admin == a.listen_addr && admin.port() != 0 => {
                         return Err(bad(
                             "ADMIN_LISTEN_ADDR",
                             "must differ from LISTEN_ADDR (unset it to serve everything there)",
@@ -161,7 +162,10 @@ impl Config {
                     other => other,
                 },
                 allowed_origins: allowed_origins(a.allowed_origins.as_deref())?,
-                trusted_proxies: trusted_proxies(a.trusted_proxies.as_deref())?,
+                client_ip: ClientIpConfig {
+                    trusted: trusted_proxies(a.trusted_proxies.as_deref())?,
+                    header: a.client_ip_header,
+                },
                 demo_page: a.demo_page,
             },
             session: SessionConfig {

@@ -139,6 +139,8 @@ pub fn wsgate_command(args: &[&str], env: &[(&str, &str)]) -> Command {
 pub struct Gateway {
     pub proc: Process,
     pub addr: SocketAddr,
+    /// `ADMIN_LISTEN_ADDR`'s address, when the test set one (`127.0.0.1:0`).
+    pub admin_addr: Option<SocketAddr>,
     pub pid: u32,
     /// The HS256 secret this instance verifies tokens with.
     pub secret: String,
@@ -167,9 +169,14 @@ impl Gateway {
         all.extend_from_slice(env);
         let mut proc = Process::spawn(wsgate_command(args, &all));
         let start = Instant::now();
-        let port = loop {
-            if let Some(port) = listening_port(&proc.stderr()) {
-                break port;
+        let wants_admin = all.iter().any(|(k, v)| *k == "ADMIN_LISTEN_ADDR" && !v.is_empty());
+        let (port, admin_port) = loop {
+            let logs = proc.stderr();
+            if let Some(port) = listening_port(&logs, "listening on http://127.0.0.1:") {
+                let admin = listening_port(&logs, "admin endpoints on http://127.0.0.1:");
+                if admin.is_some() || !wants_admin {
+                    break (port, admin);
+                }
             }
             if let Some(status) = proc.try_exit() {
                 panic!("wsgate exited ({status}) before listening; stderr:\n{}", proc.stderr());
@@ -180,11 +187,17 @@ impl Gateway {
         // no_proxy: a proxy variable in the environment must not reroute loopback requests.
         let http = reqwest::Client::builder().no_proxy().build().expect("reqwest client");
         let pid = proc.pid;
-        Gateway { proc, addr: SocketAddr::from(([127, 0, 0, 1], port)), pid, secret, http }
+        let admin_addr = admin_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        Gateway { proc, addr: SocketAddr::from(([127, 0, 0, 1], port)), admin_addr, pid, secret, http }
     }
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the admin listener (`ADMIN_LISTEN_ADDR`), or on the one listener without it.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.unwrap_or(self.addr))
     }
 
     pub fn ws_url(&self, path: &str) -> String {
@@ -283,8 +296,8 @@ impl Gateway {
     }
 }
 
-fn listening_port(logs: &str) -> Option<u16> {
-    let rest = &logs[logs.find("listening on http://127.0.0.1:")? + "listening on http://127.0.0.1:".len()..];
+fn listening_port(logs: &str, line: &str) -> Option<u16> {
+    let rest = &logs[logs.find(line)? + line.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }

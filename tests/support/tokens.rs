@@ -24,3 +24,13 @@ pub fn publish_token(secret: &str) -> String {
 pub fn channel_token(secret: &str, sub: &str, channels: &[&str]) -> String {
     token_with(secret, json!({"sub": sub, "exp": now_secs() + 3600, "channels": channels}))
 }
+
+/// A service token for `sub` with `scope` (`"publish"`, `"admin"`, ...), valid for an hour.
+pub fn service_token(secret: &str, sub: &str, scope: &str) -> String {
+    token_with(secret, json!({"sub": sub, "exp": now_secs() + 3600, "scope": scope}))
+}
+
+/// A service token with `scope: "admin"`, valid for an hour.
+pub fn admin_token(secret: &str) -> String {
+    service_token(secret, "test-admin", "admin")
+}

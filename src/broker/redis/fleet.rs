@@ -105,20 +105,33 @@ impl FleetView {
     }
 
     async fn read(&self, client: &Client) -> Result<FleetStats, Error> {
+        let mut fleet = self.local();
+        // This instance counts with its live figures, not its last heartbeat.
+        for hb in self.live_heartbeats(client).await? {
+            fleet.total_instances += 1;
+            fleet.total_connections += hb.connections;
+        }
+        Ok(fleet)
+    }
+
+    /// The ids of the other instances whose heartbeat is live, read now (not cached: a reader
+    /// that drops the entries of instances it thinks dead must not act on a stale list).
+    pub async fn live_others(&self, client: &Client) -> Result<Vec<String>, Error> {
+        Ok(self.live_heartbeats(client).await?.into_iter().map(|hb| hb.instance_id).collect())
+    }
+
+    /// The live heartbeats of the other instances; deletes the expired ones it finds.
+    async fn live_heartbeats(&self, client: &Client) -> Result<Vec<Heartbeat>, Error> {
         let all: HashMap<String, String> = client.hgetall(self.instances_key.as_str()).await?;
         let now = now_ms();
-        // This instance counts with its live figures, not its last heartbeat.
-        let mut fleet = self.local();
+        let mut live = Vec::new();
         let mut dead = Vec::new();
         for (id, json) in all {
             if id == self.instance_id {
                 continue;
             }
             match serde_json::from_str::<Heartbeat>(&json) {
-                Ok(hb) if hb.expires_at > now => {
-                    fleet.total_instances += 1;
-                    fleet.total_connections += hb.connections;
-                }
+                Ok(hb) if hb.expires_at > now && hb.instance_id == id => live.push(hb),
                 _ => dead.push(id),
             }
         }
@@ -126,6 +139,6 @@ impl FleetView {
             // Another instance may delete them first; either way they are gone.
             let _ = client.hdel::<(), _, _>(self.instances_key.as_str(), dead).await;
         }
-        Ok(fleet)
+        Ok(live)
     }
 }

@@ -108,6 +108,21 @@ impl Keys {
     pub fn presence(&self, channel: &str) -> String {
         format!("{}presence:{{{channel}}}", self.prefix)
     }
+
+    /// An instance's subscriber count per channel (hash: channel → connections).
+    pub fn channel_counts(&self, instance_id: &str) -> String {
+        format!("{}chancount:{instance_id}", self.prefix)
+    }
+
+    /// The pub/sub channel of operator requests to every instance.
+    pub fn control(&self) -> String {
+        format!("{}control", self.prefix)
+    }
+
+    /// The pub/sub channel of answers to one instance's requests.
+    pub fn control_replies(&self, instance_id: &str) -> String {
+        format!("{}control:{instance_id}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +143,8 @@ mod tests {
         assert_eq!(k.stream_of_topic("ws:broadcast:all"), Some(None));
         assert_eq!(k.stream_of_topic("other"), None);
         assert_eq!(k.heartbeat, "ws:instance:i1");
+        assert_eq!(k.channel_counts("i1"), "ws:chancount:i1");
+        assert_eq!((k.control(), k.control_replies("i1")), ("ws:control".to_string(), "ws:control:i1".to_string()));
         let k = Keys::new("ws:", "i1", true);
         let c = k.route(Some("room:1"));
         assert_eq!((c.clock.as_str(), c.epoch.as_str()), ("ws:clock:{room:1}", "ws:epoch:{room:1}"));

@@ -50,6 +50,7 @@
 //! back the held events are appended in order, marked as held. A full outbox makes publishes
 //! fail with 503 instead of accepting events that would be lost.
 
+mod control;
 mod fleet;
 mod held;
 mod keys;
@@ -71,9 +72,11 @@ use fred::types::config::{TcpConfig, UnresponsiveConfig};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::control::Control;
 use self::fleet::FleetView;
 use self::held::Held;
 use self::keys::{Keys, StreamKey};
@@ -83,8 +86,12 @@ use self::scripts::{Append, Appended, Lookup, Scripts};
 use self::supervisor::{Link, Supervisor};
 pub use self::wire::decode_for_fuzzing;
 use self::wire::Body;
-use super::{Broker, BrokerStatus, Fleet, FleetStats, PublishError, PublishOptions, Published};
+use super::{
+    Broker, BrokerStatus, Fleet, FleetStats, HistoryPage, HistoryQuery, PublishError, PublishOptions, Published,
+    Unavailable,
+};
 use crate::config::{redact_url, HistoryLimits, InstanceConfig, RedisConfig};
+use crate::disconnect::Disconnect;
 use crate::error::StartError;
 use crate::event::{Audience, Event};
 use crate::history::{addressed_to, Replay, StreamId};
@@ -105,6 +112,8 @@ const RELAY_QUEUE: usize = 1024;
 /// `MAXLEN ~` trims whole stream nodes (100 entries by default), so a stream may hold a little
 /// more than asked: a replay may return this many more before it counts as too long.
 const TRIM_SLACK: usize = 1000;
+/// Stream entries read per XRANGE for `GET /api/history`.
+const HISTORY_PAGE: u64 = 500;
 
 /// What the publish path and the relay share: the clients, names and scripts.
 pub(crate) struct Shared {
@@ -139,6 +148,7 @@ pub struct RedisBroker {
     keys: Mutex<LocalStore>,
     fleet: FleetView,
     presence: Presence,
+    control: Arc<Control>,
     /// Until when publishes and sessions wait for the link at start-up.
     startup_deadline: Instant,
     history_on: bool,
@@ -184,6 +194,8 @@ impl RedisBroker {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
         let publisher = builder.build().map_err(bad_url)?;
         let subscriber = builder.build_subscriber_client().map_err(bad_url)?;
+        // Operator requests travel on a connection of their own (see `control`).
+        let control_sub = builder.build_subscriber_client().map_err(bad_url)?;
         let clustered = url.contains("-cluster://");
         let keys = Keys::new(&cfg.key_prefix, &instance.id, clustered);
         let fleet =
@@ -210,7 +222,8 @@ impl RedisBroker {
             held_len: held_len.clone(),
             keys: Mutex::new(LocalStore::new(idempotency_window)),
             fleet,
-            presence: Presence::new(hub.clone(), &instance.id, instance.heartbeat_interval),
+            presence: Presence::new(hub.clone(), &instance.id, &sh.keys, instance.heartbeat_interval),
+            control: Arc::new(Control::new(control_sub, sh.publisher.clone(), hub.clone(), &sh.keys, &instance.id)),
             startup_deadline,
             history_on: history.max_events > 0,
             max_replay: history.max_events + TRIM_SLACK,
@@ -236,6 +249,7 @@ impl RedisBroker {
         );
         broker.tasks.spawn(relay.run());
         broker.tasks.spawn(broker.clone().heartbeat());
+        broker.tasks.spawn(broker.control.clone().run(broker.cancel.clone()));
         Ok(broker)
     }
 
@@ -254,16 +268,28 @@ impl RedisBroker {
         let _ = tokio::time::timeout_at(until.into(), rx.wait_for(|l| *l != Link::Starting)).await;
     }
 
-    /// Every heartbeat period: this instance's counts and presence; at once after each
-    /// (re)connect, so the fleet sees this instance without waiting a period.
+    /// Every heartbeat period this instance's counts; presence when it changes (coalesced per
+    /// [`presence::WRITE_EVERY`]), all of it every [`presence::REFRESH_BEATS`] heartbeats; both
+    /// at once after each (re)connect, so the fleet sees this instance without waiting a period.
     async fn heartbeat(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.fleet.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(self.fleet.interval);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = tokio::time::interval(presence::WRITE_EVERY);
+        changes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut link = self.link.clone();
+        let mut beats = 0u32;
         loop {
-            tokio::select! {
+            let all = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = beat.tick() => {
+                    if self.sh.publisher.is_connected() {
+                        self.fleet.beat(&self.sh.publisher).await;
+                        let _ = self.presence.touch(&self.sh.publisher).await;
+                    }
+                    beats = beats.wrapping_add(1);
+                    beats % presence::REFRESH_BEATS == 0
+                }
+                _ = changes.tick() => false,
                 r = link.changed() => {
                     if r.is_err() {
                         return;
@@ -271,15 +297,76 @@ impl RedisBroker {
                     if *link.borrow_and_update() != Link::Live {
                         continue;
                     }
+                    // (Re)connected: Redis may have come back empty.
+                    self.fleet.beat(&self.sh.publisher).await;
+                    true
                 }
-            }
+            };
             if self.sh.publisher.is_connected() {
-                self.fleet.beat(&self.sh.publisher).await;
-                if let Err(e) = self.presence.write(&self.sh.publisher, &self.sh.keys).await {
+                if let Err(e) = self.presence.write(&self.sh.publisher, &self.sh.keys, all).await {
                     tracing::debug!(error = %e, "presence update failed");
                 }
             }
         }
+    }
+
+    /// A page of one stream: XRANGE after `since`, or XREVRANGE for the newest, in pages of
+    /// [`HISTORY_PAGE`] entries (loss markers and notes take room in the stream, not in the
+    /// answer).
+    async fn read_history(&self, q: HistoryQuery<'_>) -> Result<HistoryPage, Error> {
+        let route = self.sh.keys.route(q.channel);
+        let stream = route.stream.as_str();
+        let client = &self.sh.publisher;
+        let events_of = |reply: Value| {
+            wire::stream_entries(reply).into_iter().filter_map(|(_, e)| match e.ok()?.body {
+                Body::Event { frame, .. } => Some(frame),
+                Body::Marker { .. } | Body::Note { .. } => None,
+            })
+        };
+        let mut last_id = None;
+        let mut newest: Vec<Utf8Bytes> = Vec::new();
+        let mut upper = "+".to_string();
+        // The newest entries, paged backwards: they give `last_id`, and the page when there is
+        // no `since`.
+        loop {
+            let reply: Value = client.xrevrange(stream, upper.as_str(), "-", Some(HISTORY_PAGE)).await?;
+            let ids = wire::stream_entries(reply.clone());
+            let Some((oldest, _)) = ids.last() else { break };
+            let oldest = *oldest;
+            let full = ids.len() as u64 == HISTORY_PAGE;
+            for frame in events_of(reply) {
+                if last_id.is_none() {
+                    last_id = crate::history::frame_position(&frame);
+                }
+                if q.since.is_none() && newest.len() < q.limit {
+                    newest.push(frame);
+                }
+            }
+            let done = if q.since.is_none() { newest.len() >= q.limit } else { last_id.is_some() };
+            if done || !full {
+                break;
+            }
+            upper = format!("({oldest}");
+        }
+        if q.since.is_none() {
+            newest.reverse();
+            return Ok(HistoryPage { events: newest, last_id });
+        }
+        let mut events = Vec::new();
+        let mut lower = format!("({}", q.since.unwrap_or(StreamId::ZERO));
+        while events.len() < q.limit {
+            let reply: Value = client.xrange(stream, lower.as_str(), "+", Some(HISTORY_PAGE)).await?;
+            let ids = wire::stream_entries(reply.clone());
+            let Some((newest_id, _)) = ids.last() else { break };
+            let newest_id = *newest_id;
+            let full = ids.len() as u64 == HISTORY_PAGE;
+            events.extend(events_of(reply).take(q.limit - events.len()));
+            if !full {
+                break;
+            }
+            lower = format!("({newest_id}");
+        }
+        Ok(HistoryPage { events, last_id })
     }
 
     /// Hands a publish to the relay (see [`Relay`]).
@@ -476,6 +563,16 @@ impl Broker for RedisBroker {
         futures_util::future::ready(newest.filter(|_| self.history_on).map(|id| id.to_string())).boxed()
     }
 
+    fn history<'a>(&'a self, q: HistoryQuery<'a>) -> BoxFuture<'a, Result<HistoryPage, Unavailable>> {
+        async move {
+            if !self.sh.publisher.is_connected() {
+                return Err(Unavailable("Redis is not reachable".into()));
+            }
+            self.read_history(q).await.map_err(|e| Unavailable(e.to_string()))
+        }
+        .boxed()
+    }
+
     fn status(&self) -> BrokerStatus {
         let link = self.link();
         BrokerStatus {
@@ -497,6 +594,7 @@ impl Broker for RedisBroker {
                 tracing::warn!("Redis broker tasks did not stop in time");
             }
             if self.sh.publisher.is_connected() {
+                self.presence.remove(&self.sh.publisher, &self.sh.keys).await;
                 self.fleet.remove(&self.sh.publisher).await;
             }
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, self.sh.subscriber.quit()).await;
@@ -508,10 +606,18 @@ impl Broker for RedisBroker {
 
 impl Fleet for RedisBroker {
     fn presence<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
-        self.presence.read(&self.sh.publisher, &self.sh.keys, channel).boxed()
+        self.presence.read(&self.sh.publisher, &self.sh.keys, &self.fleet, channel).boxed()
     }
 
     fn fleet_stats(&self) -> BoxFuture<'_, FleetStats> {
         self.fleet.stats(&self.sh.publisher).boxed()
+    }
+
+    fn channels<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Vec<(String, usize)>> {
+        self.presence.channels(&self.sh.publisher, &self.sh.keys, &self.fleet, prefix).boxed()
+    }
+
+    fn disconnect<'a>(&'a self, user: &'a str, how: Disconnect) -> BoxFuture<'a, usize> {
+        self.control.disconnect(&self.fleet, user, how).boxed()
     }
 }

@@ -1,9 +1,13 @@
-//! Channel presence across the fleet.
+//! Who is in which channel across the fleet: presence and channel counts.
 //!
-//! Every heartbeat each instance writes its users per channel into the hash
-//! `{prefix}presence:{<name>}` (field = instance id, value = JSON with an `expires_at`), and
-//! removes its field from channels it no longer has subscribers in. A reader sums the live
-//! fields (this instance counts with its live registry) and deletes expired ones.
+//! Each instance writes, for every channel whose local membership changed, its users into the
+//! hash `{prefix}presence:{<name>}` (field = instance id) and its subscriber count into the
+//! hash `{prefix}chancount:{<instance id>}` (field = channel), and removes both fields when its
+//! last local subscriber left. Writes happen on change, coalesced per [`WRITE_EVERY`], not every
+//! channel every heartbeat; every [`REFRESH_BEATS`] heartbeats and after every reconnect the
+//! instance rewrites all of them (Redis may have restarted empty). An entry counts only while
+//! its instance's heartbeat is live (see [`super::fleet`]): a reader sums the live instances'
+//! entries (this one counts with its live registry) and deletes the entries of dead ones.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -12,13 +16,21 @@ use std::time::Duration;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::fleet::FleetView;
 use super::keys::Keys;
 use crate::event::now_ms;
 use crate::hub::Hub;
 
+/// How often changed channels are written.
+pub const WRITE_EVERY: Duration = Duration::from_millis(250);
+/// Every this many heartbeats, all channels are written again.
+pub const REFRESH_BEATS: u32 = 12;
+
 /// This instance's entry in a channel's presence hash.
 #[derive(Serialize, Deserialize)]
 struct PresenceEntry {
+    /// Kept for readers of an older version, which judge an entry by it (newer ones judge by
+    /// the instance's heartbeat).
     expires_at: u64,
     users: Vec<(String, usize)>,
 }
@@ -26,59 +38,120 @@ struct PresenceEntry {
 pub struct Presence {
     hub: Arc<Hub>,
     instance_id: String,
-    interval: Duration,
-    /// Channels whose presence hash holds a field of this instance. Only the heartbeat task
-    /// writes it; a std Mutex because it is never held across an await.
-    written: Mutex<HashSet<String>>,
+    /// `{prefix}chancount:{instance id}`.
+    counts_key: String,
+    /// How long a presence hash lives without a write: several full refreshes.
+    ttl: Duration,
+    /// Channels whose entries are in Redis, and channels changed but not yet written (a
+    /// failed write leaves them here for the next). Only the heartbeat task touches them; a
+    /// std Mutex because it is never held across an await.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    written: HashSet<Arc<str>>,
+    dirty: HashSet<Arc<str>>,
 }
 
 impl Presence {
-    pub fn new(hub: Arc<Hub>, instance_id: &str, interval: Duration) -> Presence {
-        Presence { hub, instance_id: instance_id.to_string(), interval, written: Mutex::new(HashSet::new()) }
+    pub fn new(hub: Arc<Hub>, instance_id: &str, keys: &Keys, heartbeat: Duration) -> Presence {
+        Presence {
+            hub,
+            instance_id: instance_id.to_string(),
+            counts_key: keys.channel_counts(instance_id),
+            ttl: heartbeat * REFRESH_BEATS * 3,
+            state: Mutex::new(State::default()),
+        }
     }
 
-    /// Writes this instance's presence in each channel it has subscribers for, and removes it
-    /// from those it no longer has (one pipeline).
-    pub async fn write(&self, client: &Client, keys: &Keys) -> Result<(), Error> {
-        let names = self.hub.channel_names();
-        let ttl = self.interval * 3;
-        let expires_at = now_ms() + ttl.as_millis() as u64;
-        let gone: Vec<String> = {
-            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-            let now: HashSet<String> = names.iter().map(|n| n.to_string()).collect();
-            let gone = written.difference(&now).cloned().collect();
-            *written = now;
-            gone
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the channels changed since the last write; `all`: every local channel, and
+    /// removes entries of channels no longer here (after a reconnect, and now and then).
+    pub async fn write(&self, client: &Client, keys: &Keys, all: bool) -> Result<(), Error> {
+        let names: Vec<Arc<str>> = {
+            let changed = self.hub.take_changed();
+            let mut st = self.state();
+            st.dirty.extend(changed);
+            if all {
+                let here: HashSet<Arc<str>> = self.hub.channel_names().into_iter().collect();
+                let gone: Vec<Arc<str>> = st.written.difference(&here).cloned().collect();
+                st.dirty.extend(here);
+                st.dirty.extend(gone);
+            }
+            st.dirty.iter().cloned().collect()
         };
-        if names.is_empty() && gone.is_empty() {
+        if names.is_empty() {
             return Ok(());
         }
+        let expires_at = now_ms() + self.ttl.as_millis() as u64;
         let pipe = client.pipeline();
+        let mut now_written = Vec::new();
         for name in &names {
-            let entry = PresenceEntry { expires_at, users: self.hub.presence(name) };
-            let json = serde_json::to_string(&entry).unwrap_or_default();
             let key = keys.presence(name);
+            let users = self.hub.presence(name);
+            if users.is_empty() {
+                pipe.hdel::<(), _, _>(key.as_str(), self.instance_id.as_str()).await?;
+                pipe.hdel::<(), _, _>(self.counts_key.as_str(), &**name).await?;
+                continue;
+            }
+            let count: usize = users.iter().map(|(_, n)| n).sum();
+            let json = serde_json::to_string(&PresenceEntry { expires_at, users }).unwrap_or_default();
             pipe.hset::<(), _, _>(key.as_str(), (self.instance_id.as_str(), json.as_str())).await?;
-            pipe.pexpire::<(), _>(key.as_str(), ttl.as_millis() as i64, None).await?;
+            pipe.pexpire::<(), _>(key.as_str(), self.ttl.as_millis() as i64, None).await?;
+            pipe.hset::<(), _, _>(self.counts_key.as_str(), (&**name, count as i64)).await?;
+            now_written.push(name.clone());
         }
-        for name in &gone {
-            pipe.hdel::<(), _, _>(keys.presence(name).as_str(), self.instance_id.as_str()).await?;
+        pipe.pexpire::<(), _>(self.counts_key.as_str(), self.ttl.as_millis() as i64, None).await?;
+        pipe.all::<Value>().await?;
+        let mut st = self.state();
+        for name in &names {
+            st.dirty.remove(name);
+            st.written.remove(name);
         }
-        pipe.all::<Value>().await.map(|_| ())
+        st.written.extend(now_written);
+        Ok(())
+    }
+
+    /// Keeps this instance's channel counts alive between full writes (each heartbeat).
+    pub async fn touch(&self, client: &Client) -> Result<(), Error> {
+        client.pexpire::<(), _>(self.counts_key.as_str(), self.ttl.as_millis() as i64, None).await
+    }
+
+    /// Takes this instance out of every channel (shutdown).
+    pub async fn remove(&self, client: &Client, keys: &Keys) {
+        let written: Vec<Arc<str>> = self.state().written.drain().collect();
+        let pipe = client.pipeline();
+        for name in &written {
+            let _ = pipe.hdel::<(), _, _>(keys.presence(name).as_str(), self.instance_id.as_str()).await;
+        }
+        let _ = pipe.del::<(), _>(self.counts_key.as_str()).await;
+        if let Err(e) = pipe.all::<Value>().await {
+            tracing::warn!(error = %e, "could not remove this instance's presence");
+        }
     }
 
     /// The users in `name` across the fleet, sorted; local only when Redis does not answer.
-    pub async fn read(&self, client: &Client, keys: &Keys, name: &str) -> Vec<(String, usize)> {
+    pub async fn read(&self, client: &Client, keys: &Keys, fleet: &FleetView, name: &str) -> Vec<(String, usize)> {
         if !client.is_connected() {
             return self.hub.presence(name);
         }
-        self.read_fleet(client, keys, name).await.unwrap_or_else(|_| self.hub.presence(name))
+        self.read_fleet(client, keys, fleet, name).await.unwrap_or_else(|_| self.hub.presence(name))
     }
 
-    async fn read_fleet(&self, client: &Client, keys: &Keys, name: &str) -> Result<Vec<(String, usize)>, Error> {
+    async fn read_fleet(
+        &self,
+        client: &Client,
+        keys: &Keys,
+        fleet: &FleetView,
+        name: &str,
+    ) -> Result<Vec<(String, usize)>, Error> {
         let key = keys.presence(name);
         let all: HashMap<String, String> = client.hgetall(key.as_str()).await?;
-        let now = now_ms();
+        let live: HashSet<String> = fleet.live_others(client).await?.into_iter().collect();
         let mut users: HashMap<String, usize> = self.hub.presence(name).into_iter().collect();
         let mut dead = Vec::new();
         for (instance, json) in all {
@@ -86,7 +159,7 @@ impl Presence {
                 continue; // this instance counts with its live figures
             }
             match serde_json::from_str::<PresenceEntry>(&json) {
-                Ok(e) if e.expires_at > now => {
+                Ok(e) if live.contains(&instance) => {
                     for (u, n) in e.users {
                         *users.entry(u).or_default() += n;
                     }
@@ -98,6 +171,53 @@ impl Presence {
             let _ = client.hdel::<(), _, _>(key.as_str(), dead).await;
         }
         let mut v: Vec<(String, usize)> = users.into_iter().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Channels with subscribers across the fleet whose name starts with `prefix`, sorted;
+    /// local only when Redis does not answer.
+    pub async fn channels(
+        &self,
+        client: &Client,
+        keys: &Keys,
+        fleet: &FleetView,
+        prefix: &str,
+    ) -> Vec<(String, usize)> {
+        if !client.is_connected() {
+            return self.hub.channel_counts(prefix);
+        }
+        match self.channels_fleet(client, keys, fleet, prefix).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the fleet's channels");
+                self.hub.channel_counts(prefix)
+            }
+        }
+    }
+
+    async fn channels_fleet(
+        &self,
+        client: &Client,
+        keys: &Keys,
+        fleet: &FleetView,
+        prefix: &str,
+    ) -> Result<Vec<(String, usize)>, Error> {
+        let others = fleet.live_others(client).await?;
+        let mut counts: HashMap<String, usize> = self.hub.channel_counts(prefix).into_iter().collect();
+        if !others.is_empty() {
+            let pipe = client.pipeline();
+            for id in &others {
+                pipe.hgetall::<(), _>(keys.channel_counts(id).as_str()).await?;
+            }
+            let replies: Vec<HashMap<String, i64>> = pipe.all().await?;
+            for (channel, n) in replies.into_iter().flatten() {
+                if n > 0 && channel.starts_with(prefix) {
+                    *counts.entry(channel).or_default() += n as usize;
+                }
+            }
+        }
+        let mut v: Vec<(String, usize)> = counts.into_iter().collect();
         v.sort();
         Ok(v)
     }
