@@ -159,6 +159,18 @@ async fn http_1_0_get_live_is_answered_then_the_connection_closes() {
 }
 
 #[tokio::test]
+async fn an_http_1_0_upgrade_attempt_is_refused_with_a_json_error() {
+    // RFC 6455 §4.1: the opening handshake is HTTP/1.1 or later; HTTP/1.0 has no Upgrade.
+    let gw = Gateway::start(&[]).await;
+    let text = exchange(&gw, upgrade_request(&gw, "HTTP/1.0", "13").as_bytes()).await;
+    let (status, _, body) = parse_response(&text);
+    assert_eq!(status, "HTTP/1.0 400 Bad Request", "{text}");
+    assert_eq!(body, json!({"error": "a WebSocket upgrade needs HTTP/1.1"}));
+    assert_eq!(gw.metric("wsgate_connections").await, 0.0);
+    assert_eq!(gw.metric("wsgate_connections_opened_total").await, 0.0);
+}
+
+#[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let gw = Gateway::start(&[]).await;
     let mut c = connect_user(&gw, "alice").await;
