@@ -319,7 +319,7 @@ impl Outage {
 async fn redis_outage_round(p: Outage) -> RoundResult {
     let t0 = Instant::now();
     let mut redis = if p.persist {
-        RedisServer::start_with(free_port(), &["--appendonly", "yes", "--appendfsync", "always"]).await
+        RedisServer::start_args(&["--appendonly", "yes", "--appendfsync", "always"]).await
     } else {
         RedisServer::start().await
     };

@@ -29,7 +29,7 @@ async fn fleet(redis: &RedisServer, n: usize, env: &[(&str, &str)]) -> Vec<Gatew
 /// A Redis that writes every command to its append-only file before answering, so a SIGKILL
 /// loses nothing it acknowledged.
 async fn persistent_redis() -> RedisServer {
-    RedisServer::start_with(free_port(), &["--appendonly", "yes", "--appendfsync", "always"]).await
+    RedisServer::start_args(&["--appendonly", "yes", "--appendfsync", "always"]).await
 }
 
 /// Reads `n` events' `data.seq`; on a timeout or the connection's end, panics with what it got

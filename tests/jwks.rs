@@ -20,7 +20,6 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use support::*;
-use tokio::net::TcpListener;
 
 // ---------------------------------------------------------------------------------------------
 // The key set server
@@ -32,6 +31,8 @@ struct Served {
 
 /// A JWKS endpoint: answers every request with the current (status, body) and counts them.
 struct JwksServer {
+    /// The server's port, held for its whole life (refused while it is down).
+    hold: PortHold,
     port: u16,
     served: Arc<Served>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -40,16 +41,17 @@ struct JwksServer {
 impl JwksServer {
     /// Serving `keys` on a free port.
     async fn start(keys: &[Value]) -> JwksServer {
-        let mut s = JwksServer::not_started(free_port());
+        let mut s = JwksServer::not_started();
         s.serve_keys(keys);
         s.up().await;
         s
     }
 
-    /// A server for `port` that does not listen yet (`up` starts it).
-    fn not_started(port: u16) -> JwksServer {
+    /// A server on a port of its own that does not listen yet (`up` starts it).
+    fn not_started() -> JwksServer {
         let served = Arc::new(Served { response: Mutex::new((404, String::new())), hits: AtomicUsize::new(0) });
-        JwksServer { port, served, task: None }
+        let hold = PortHold::new();
+        JwksServer { port: hold.port(), hold, served, task: None }
     }
 
     fn url(&self) -> String {
@@ -70,7 +72,7 @@ impl JwksServer {
 
     async fn up(&mut self) {
         assert!(self.task.is_none(), "JWKS server already up");
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind the JWKS server's port");
+        let listener = self.hold.listen();
         let served = self.served.clone();
         self.task = Some(tokio::spawn(async move {
             // Dropped with this task when the server goes down: aborts the connections too.
@@ -428,7 +430,7 @@ async fn the_cached_keys_keep_working_while_the_endpoint_fails_or_is_down() {
 #[tokio::test]
 async fn the_gateway_starts_while_the_endpoint_is_unreachable_and_loads_the_keys_later() {
     let rsa = key(Algorithm::RS256);
-    let mut server = JwksServer::not_started(free_port());
+    let mut server = JwksServer::not_started();
     server.serve_keys(&[rsa.jwk("k1")]);
     let gw = gateway(&server, &[("JWKS_MIN_REFETCH_SECS", "1")]).await;
     gw.wait_log("JWKS fetch from").await;

@@ -149,8 +149,9 @@ async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_started_before_redis_join_when_it_appears() {
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
+    // Held (connections to it are refused) until Redis starts on it.
+    let hold = PortHold::new();
+    let url = format!("redis://127.0.0.1:{}", hold.port());
     let gws = gateways(&url, 2).await;
     for g in &gws {
         let (_, h) = g.get_json("/health").await;
@@ -169,7 +170,7 @@ async fn gateways_started_before_redis_join_when_it_appears() {
     assert_eq!((h["redis"]["state"].as_str(), &h["redis"]["local_only"]), (Some("connecting"), &json!(true)), "{h}");
     assert_eq!(gws[0].get_json("/ready").await.0, 200, "serving local-only after the start-up wait");
 
-    let _redis = RedisServer::start_with(port, &[]).await;
+    let _redis = RedisServer::start_on(hold, &[]).await;
     all_connected(&gws).await;
     gws[0].wait_log("Redis pub/sub initialized").await;
     let (_, h) = gws[0].get_json("/health").await;
@@ -228,7 +229,7 @@ async fn acl_user_and_password() {
         "+sunsubscribe",
         "+spublish",
     ];
-    let redis = RedisServer::start_with(free_port(), &acl).await;
+    let redis = RedisServer::start_args(&acl).await;
     // Wrong password: the gateway still starts and serves locally, and never shows the password.
     let bad = Gateway::start(&[("REDIS_URL", &format!("redis://wsgate:nope@127.0.0.1:{}", redis.port))]).await;
     let good_url = format!("redis://wsgate:s3cret@127.0.0.1:{}", redis.port);
@@ -266,7 +267,7 @@ async fn acl_user_and_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requirepass() {
-    let redis = RedisServer::start_with(free_port(), &["--requirepass", "pw"]).await;
+    let redis = RedisServer::start_args(&["--requirepass", "pw"]).await;
     let url = format!("redis://:pw@127.0.0.1:{}", redis.port);
     let gws = gateways(&url, 2).await;
     all_connected(&gws).await;
@@ -277,9 +278,7 @@ async fn requirepass() {
 async fn redis_cluster_of_three_masters() {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let port = free_port();
-        let conf = format!("nodes-{port}.conf");
-        nodes.push(RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await);
+        nodes.push(RedisServer::start_cluster_node().await);
     }
     let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
     let mut create = vec!["--cluster", "create"];
@@ -310,17 +309,11 @@ async fn redis_cluster_of_three_masters() {
 async fn rediss_over_tls() {
     let dir = TempDir::new("tls");
     let tls = make_tls_files(dir.path()).await;
-    let tls_port = free_port().to_string();
     let (ca, cert, key) = (tls.ca.to_str().unwrap(), tls.cert.to_str().unwrap(), tls.key.to_str().unwrap());
-    let tls_args = [
-        ["--tls-port", &tls_port],
-        ["--tls-cert-file", cert],
-        ["--tls-key-file", key],
-        ["--tls-ca-cert-file", ca],
-        ["--tls-auth-clients", "no"],
-    ];
-    let _redis = RedisServer::start_with(free_port(), tls_args.as_flattened()).await;
-    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let tls_args =
+        [["--tls-cert-file", cert], ["--tls-key-file", key], ["--tls-ca-cert-file", ca], ["--tls-auth-clients", "no"]];
+    let redis = RedisServer::start_tls(tls_args.as_flattened()).await;
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port().expect("a TLS port"));
     // The system CA store is read through SSL_CERT_FILE: point it at the test CA.
     let gws = fleet(2, &[("REDIS_URL", &url), ("SSL_CERT_FILE", ca)]).await;
     all_connected(&gws).await;
