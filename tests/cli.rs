@@ -43,11 +43,14 @@ async fn token_publish_stats_and_listen() {
         &["listen", "--sub", "bob"],
         &[("JWT_SECRET", &gw.secret), ("WSGATE_URL", &url)],
     ));
-    wait_until("the listener to connect", STEP, || async { gw.metric("wsgate_connections").await >= 2.0 }).await;
-    run(&gw, &["publish", "--type", "for.bob", "--user", "bob"]);
+    // alice and bob: exactly two connections.
+    wait_until("the listener to connect", STEP, || async { gw.metric("wsgate_connections").await == 2.0 }).await;
+    let (ok, _, err) = run(&gw, &["publish", "--type", "for.bob", "--user", "bob"]);
+    assert!(ok, "{err}");
     wait_until("the listener to print the event", STEP, || std::future::ready(listener.stdout().contains("for.bob")))
         .await;
     let lines: Vec<Value> = listener.stdout().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 2, "connected, then the one event: {lines:?}");
     assert_eq!(lines[0]["type"], "connected");
     assert_eq!(lines[1]["type"], "for.bob");
 }

@@ -442,7 +442,8 @@ async fn the_gateway_starts_while_the_endpoint_is_unreachable_and_loads_the_keys
     assert!(refused.body["error"].as_str().unwrap().contains("no verification key"), "{}", refused.body);
     let (status, body) = publish(&gw, &rsa.publisher(Some("k1")), json!({"type": "x"})).await;
     assert_error("publish, no keys yet", &(status, body), 401);
-    assert!(gw.metric("wsgate_auth_failures_total{reason=\"no_key\"}").await >= 2.0);
+    // The upgrade and the publish: two refusals, each counted once.
+    assert_eq!(gw.metric("wsgate_auth_failures_total{reason=\"no_key\"}").await, 2.0);
     // The gateway itself is up and ready.
     assert_eq!(gw.get_json("/ready").await.0, 200);
 
@@ -520,8 +521,9 @@ async fn verify_async_accepts_a_rotated_key_on_first_use() {
     // Within JWKS_MIN_REFETCH_SECS of that refetch, an unknown kid is refused at once.
     let start = Instant::now();
     assert_eq!(auth.verify_async(&k3.user(Some("k3"), "eve")).await.unwrap_err(), AuthError::NoKey);
-    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    // No fetch (the hit count), and no wait for one: a waiting request waits up to 3 s.
     assert_eq!(server.hits(), 2);
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
 
     // `verify` cannot wait: it refuses, and the refetch it started serves the retry.
     server.serve_keys(&[k1.jwk("k1"), k2.jwk("k2"), k3.jwk("k3")]);

@@ -765,7 +765,7 @@ pub fn next_alive(targets: &Targets, i: usize) -> usize {
 }
 
 /// Resumes every client on the next live instance, reads for 2 s, then until every client is
-/// complete or quiet.
+/// complete or quiet, then [`QUIET_WINDOW`] more (for duplicates).
 pub async fn resume_all_elsewhere(clients: &mut [Tracked], gws: &[Gateway], targets: &Targets, ledger: &Ledger) {
     join_all(clients.iter_mut().map(|c| {
         let n = next_alive(targets, c.gw);
@@ -774,6 +774,8 @@ pub async fn resume_all_elsewhere(clients: &mut [Tracked], gws: &[Gateway], targ
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     settle(ledger, clients, Duration::from_millis(500), Duration::from_secs(5)).await;
+    // settle returns as soon as every client is complete: give a late copy time to show up.
+    tokio::time::sleep(QUIET_WINDOW).await;
 }
 
 /// Stops every client's reader; returns their records.

@@ -182,6 +182,32 @@ impl WsClient {
 }
 
 // ---------------------------------------------------------------------------------------------
+// "Nothing (else) arrives"
+
+/// How long "nothing (more) arrives" listens, once a marker event (or the last of the events
+/// that must arrive, published after the ones that must not) has proved the pipe flows: long
+/// enough, on two loaded cores, for a copy already on its way to show up.
+pub const QUIET_WINDOW: Duration = Duration::from_millis(500);
+
+/// Every client listens for `how_long` at the same time and must get nothing but pings.
+pub async fn expect_all_quiet(clients: &mut [&mut WsClient], how_long: Duration) {
+    futures_util::future::join_all(clients.iter_mut().map(|c| c.expect_quiet(how_long))).await;
+}
+
+/// "Nothing (else) arrives", made to mean something: publishes a broadcast `{"type":
+/// "marker"}` through `gw` after whatever must not arrive (again); the next frame of every
+/// client must be that marker (events reach a client in stream order, so anything wrongly on its
+/// way before it comes first), and then nothing for [`QUIET_WINDOW`].
+pub async fn expect_only_marker(gw: &Gateway, clients: &mut [&mut WsClient]) {
+    let id = super::publish_ok(gw, &super::publish_token(&gw.secret), json!({"type": "marker"})).await;
+    for c in clients.iter_mut() {
+        let v = c.next_json(STEP).await;
+        assert_eq!((&v["type"], &v["id"]), (&json!("marker"), &json!(id)), "expected only the marker, got {v}");
+    }
+    expect_all_quiet(clients, QUIET_WINDOW).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // A client that reads nothing
 
 /// A client that does the upgrade by hand on a plain socket and then reads nothing (so it
