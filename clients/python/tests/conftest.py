@@ -312,7 +312,9 @@ class Watch:
     async def connect(self, timeout: float = 5.0) -> dict:
         return await self._get(self.connects, timeout)
 
-    async def no_event(self, wait: float = 0.3) -> None:
+    async def no_event(self, wait: float = 0.5) -> None:
+        """Nothing (more) arrives. Call it after an event published after whatever must not
+        arrive has come (a marker): then ``wait`` is time enough for a copy on its way."""
         await asyncio.sleep(wait)
         assert self.events.empty(), f"unexpected event {self.events.get_nowait()}"
 
