@@ -82,9 +82,12 @@ def main():
     port_by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert env.get("LISTEN_ADDR", "0.0.0.0:8000").rsplit(":", 1)[1] == str(port_by_name["http"]), \
         "LISTEN_ADDR port differs from the container port the probes use"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # Held until this script exits (bound with SO_REUSEADDR, not listening): nobody else gets
+    # the port, and wsgate (SO_REUSEADDR too) binds it beside the hold.
+    hold = socket.socket()
+    hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hold.bind(("127.0.0.1", 0))
+    port = hold.getsockname()[1]
     env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
     shown = {k: ("***" if k in ("JWT_SECRET", "REDIS_URL") else v) for k, v in sorted(env.items()) if k != "PATH"}
     print(f"  env: {shown}")
@@ -126,7 +129,7 @@ def main():
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

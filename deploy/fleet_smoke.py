@@ -42,10 +42,22 @@ SECRET = "fleet-smoke-secret-0123456789abcdef"
 DRAIN_MS = 3000
 
 
+_HOLDS = []
+
+
 def free_port():
-    with socket.socket() as s:
+    """A loopback port held until this script exits: bound with SO_REUSEADDR but not listening,
+    so nobody else gets it (bind(0) skips it) while redis-server, wsgate and nginx, which all
+    set SO_REUSEADDR, bind it beside the hold. A port probed free and closed could be taken
+    by any process before the server binds it."""
+    while True:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        if s.getsockname()[1] != 6379:
+            _HOLDS.append(s)
+            return s.getsockname()[1]
+        s.close()
 
 
 def b64(b):
@@ -111,7 +123,9 @@ def main():
         rport = free_port()
         start("redis", [a.redis_server, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                         "--appendonly", "no", "--dir", wd])
-        wait_for("redis-server starts", lambda: socket.create_connection(("127.0.0.1", rport), 1).close() or True)
+        # Its own log says when it serves (a connect alone could reach anything on that port).
+        wait_for("redis-server starts", lambda: procs["redis"].poll() is None
+                 and "Ready to accept connections" in open(os.path.join(wd, "redis.log")).read())
 
         ports = {}
         for i in (1, 2, 3):
@@ -221,7 +235,7 @@ def main():
                 p.wait(timeout=DRAIN_MS / 1000 + 5)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                p.wait(timeout=10)
 
 
 if __name__ == "__main__":

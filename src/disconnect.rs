@@ -15,8 +15,11 @@ pub enum Disconnect {
     Slow,
     /// The token's `exp` passed while the connection was open: 1008.
     TokenExpired,
-    /// The client broke the WebSocket protocol (bad framing, invalid UTF-8 in a text frame): 1008.
-    Policy,
+    /// The client broke the WebSocket protocol (reserved bits or opcodes, an unmasked or a
+    /// fragmented control frame, a continuation without a start): 1002 (RFC 6455 §7.4.1).
+    ProtocolError,
+    /// A text message that is not UTF-8: 1007 (RFC 6455 §8.1).
+    InvalidPayload,
     /// The client sent more messages than `CLIENT_MESSAGES_PER_SEC` allows: 1008.
     MessageRate,
     /// An inbound frame or message exceeded `MAX_MESSAGE_BYTES`: 1009.
@@ -42,7 +45,9 @@ impl Disconnect {
         match self {
             Disconnect::Shutdown => Some(CloseCode::Away),
             Disconnect::Slow => Some(CloseCode::Again),
-            Disconnect::TokenExpired | Disconnect::Policy | Disconnect::MessageRate => Some(CloseCode::Policy),
+            Disconnect::TokenExpired | Disconnect::MessageRate => Some(CloseCode::Policy),
+            Disconnect::ProtocolError => Some(CloseCode::Protocol),
+            Disconnect::InvalidPayload => Some(CloseCode::Invalid),
             Disconnect::MessageTooBig => Some(CloseCode::Size),
             Disconnect::Revoked => Some(CloseCode::Library(REVOKED)),
             Disconnect::Reconnect => Some(CloseCode::Restart),
@@ -56,7 +61,8 @@ impl Disconnect {
             Disconnect::Shutdown => "shutdown",
             Disconnect::Slow => "slow",
             Disconnect::TokenExpired => "token_expired",
-            Disconnect::Policy => "policy",
+            Disconnect::ProtocolError => "protocol_error",
+            Disconnect::InvalidPayload => "invalid_payload",
             Disconnect::MessageTooBig => "message_too_big",
             Disconnect::MessageRate => "message_rate",
             Disconnect::PingTimeout => "ping_timeout",
@@ -68,11 +74,12 @@ impl Disconnect {
     }
 
     /// Every reason, for pre-registering metric series so dashboards see zeros.
-    pub const ALL: [Disconnect; 11] = [
+    pub const ALL: [Disconnect; 12] = [
         Disconnect::Shutdown,
         Disconnect::Slow,
         Disconnect::TokenExpired,
-        Disconnect::Policy,
+        Disconnect::ProtocolError,
+        Disconnect::InvalidPayload,
         Disconnect::MessageTooBig,
         Disconnect::MessageRate,
         Disconnect::PingTimeout,
@@ -92,6 +99,8 @@ mod tests {
         assert_eq!(u16::from(Disconnect::Shutdown.close_code().unwrap()), 1001);
         assert_eq!(u16::from(Disconnect::TokenExpired.close_code().unwrap()), 1008);
         assert_eq!(u16::from(Disconnect::MessageRate.close_code().unwrap()), 1008);
+        assert_eq!(u16::from(Disconnect::ProtocolError.close_code().unwrap()), 1002);
+        assert_eq!(u16::from(Disconnect::InvalidPayload.close_code().unwrap()), 1007);
         assert_eq!(u16::from(Disconnect::MessageTooBig.close_code().unwrap()), 1009);
         assert_eq!(u16::from(Disconnect::Slow.close_code().unwrap()), 1013);
         assert_eq!(u16::from(Disconnect::Revoked.close_code().unwrap()), 4001);

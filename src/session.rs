@@ -464,7 +464,8 @@ fn classify(e: WsError) -> Disconnect {
             Disconnect::ClientClosed
         }
         WsError::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionReset => Disconnect::ClientClosed,
-        WsError::Protocol(_) | WsError::Utf8(_) => Disconnect::Policy,
+        WsError::Protocol(_) => Disconnect::ProtocolError,
+        WsError::Utf8(_) => Disconnect::InvalidPayload,
         _ => Disconnect::Error,
     }
 }

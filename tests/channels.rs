@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::*;
 
-const QUIET: Duration = Duration::from_millis(300);
+/// After the last event that must arrive (or a marker): see [`expect_only_marker`].
+const QUIET: Duration = QUIET_WINDOW;
 
 /// A publish-scope service token for `gw`.
 fn publisher(gw: &Gateway) -> String {
@@ -471,5 +472,6 @@ async fn resume_from_a_channel_event_when_only_channel_events_were_missed() {
     let (_, events) = c.read_resume("e", 2).await;
     let replay: Vec<Value> = events.iter().map(|v| v["id"].clone()).collect();
     assert_eq!(replay, [json!(missed[0]), json!(missed[1])]);
-    c.expect_quiet(QUIET).await;
+    // No replayed event again, live: nothing before a marker, nothing after it.
+    expect_only_marker(&gw, &mut [&mut c]).await;
 }

@@ -12,8 +12,11 @@ use serde_json::{json, Value};
 use support::*;
 
 const HB: u64 = 200; // heartbeat period for these tests, ms
+/// For the test that times presence's expiry.
+const SLOW_HB: u64 = 700;
 const DELAY: u64 = 300; // CHANNEL_UNSUBSCRIBE_DELAY_MS for these tests
-const QUIET: Duration = Duration::from_millis(300);
+/// After the last event that must arrive (or a marker): see [`expect_only_marker`].
+const QUIET: Duration = QUIET_WINDOW;
 
 /// `n` instances on `redis_url`: one `JWT_SECRET`, instance ids `gw0`.., a fast heartbeat, a
 /// short unsubscribe delay, plus `env` (which wins). Returns once every instance reports
@@ -78,9 +81,8 @@ async fn a_channel_event_reaches_exactly_its_subscribers_on_every_instance() {
         assert_eq!((&v["id"], &v["data"]), (&json!(id), &data), "{v}");
     }
     // Nobody else, and nothing twice.
-    for c in subs.iter_mut().chain(others.iter_mut()) {
-        c.expect_quiet(QUIET).await;
-    }
+    let mut all: Vec<&mut WsClient> = subs.iter_mut().chain(others.iter_mut()).collect();
+    expect_only_marker(&gws[1], &mut all).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,8 +103,7 @@ async fn broadcast_and_user_events_still_reach_subscribers_and_others_alike() {
     assert!(v.get("channel").is_none(), "{v}");
     let v = a.expect_event("for-alice").await;
     assert!(v.get("channel").is_none(), "{v}");
-    a.expect_quiet(QUIET).await;
-    b.expect_quiet(QUIET).await;
+    expect_only_marker(&gws[0], &mut [&mut a, &mut b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,11 +133,13 @@ async fn an_instance_without_subscribers_gets_no_redis_traffic_for_the_channel()
     let want: Vec<u64> = (0..N as u64).collect();
     assert_eq!(s0.read_seqs(N).await, want);
     assert_eq!(s1.read_seqs(N).await, want);
-    idle.expect_quiet(QUIET).await;
     // gw0 received the events over Redis; gw2, which published them, received nothing at all.
     let after = [gws[0].metric(received).await, gws[2].metric(received).await];
     assert!(after[0] - before[0] >= N as f64, "gw0 received {} Redis messages for {N} events", after[0] - before[0]);
     assert_eq!(after[1], before[1], "gw2 has no subscriber of busy:1 but received Redis messages");
+    // Nor did its client get any; the marker (a broadcast) is then gw2's one Redis message.
+    expect_only_marker(&gws[2], &mut [&mut idle]).await;
+    assert_eq!(gws[2].metric(received).await, before[1] + 1.0, "gw2: the marker only");
     assert_eq!(numsub(&redis, &redis_channel("busy:1")).await, 2);
 }
 
@@ -220,7 +223,10 @@ async fn the_unsubscribe_delay_counts_from_the_last_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_the_fleet_and_a_killed_instance_expires() {
     let redis = RedisServer::start().await;
-    let mut gws = fleet(&redis, 3).await;
+    // A heartbeat slow enough that "within 3 periods" (2.1 s) is not a race with two loaded
+    // cores.
+    let slow_hb = SLOW_HB.to_string();
+    let mut gws = fleet_on(&redis.url(), 3, &[("HEARTBEAT_INTERVAL_MS", &slow_hb)]).await;
     let token = publish_token(&gws[0].secret);
     let _carol = subscriber(&gws[2], "carol", &["room:p"]).await;
     let _alice = [
@@ -244,7 +250,7 @@ async fn presence_spans_the_fleet_and_a_killed_instance_expires() {
     }
     // Within about 3 heartbeat periods (plus polling and caches).
     let took = killed_at.elapsed();
-    assert!(took < Duration::from_millis(3 * HB + 1000), "a dead instance's presence lingered {took:?}");
+    assert!(took < Duration::from_millis(3 * SLOW_HB + 1000), "a dead instance's presence lingered {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +383,7 @@ async fn resume_from_a_channel_event_when_only_channel_events_were_missed() {
     let (_, events) = c.read_resume("e", 2).await;
     let replay: Vec<Value> = events.iter().map(|v| v["id"].clone()).collect();
     assert_eq!(replay, [json!(missed[0]), json!(missed[1])]);
-    c.expect_quiet(QUIET).await;
+    expect_only_marker(&gws[0], &mut [&mut c]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,9 +450,7 @@ async fn cluster_channel_events_cross_instances_over_sharded_pubsub() {
             assert_eq!((&v["channel"], &v["data"]["seq"]), (&json!("project:42"), &json!(seq)), "{v}");
         }
     }
-    for c in [&mut s0, &mut s1, &mut idle] {
-        c.expect_quiet(QUIET).await;
-    }
+    expect_only_marker(&gws[1], &mut [&mut s0, &mut s1, &mut idle]).await;
     // The last subscriber of gw1 leaving unsubscribes it there too.
     drop(s1);
     wait_until("SHARDNUMSUB to drop to 1", STEP, || async { cluster.shard_numsub(&ch).await == 1 }).await;

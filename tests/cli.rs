@@ -7,16 +7,13 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
-/// Runs `wsgate <args>` with the gateway's secret and URL; returns (success, stdout, stderr).
+/// Runs `wsgate <args>` with the gateway's secret and URL (bounded by [`STEP`]); returns
+/// (success, stdout, stderr).
 fn run(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
     let url = gw.http_url("");
-    let mut cmd: Command = wsgate_command(args, &[("JWT_SECRET", gw.secret.as_str()), ("WSGATE_URL", url.as_str())]);
-    let out = cmd.output().expect("run wsgate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let cmd: Command = wsgate_command(args, &[("JWT_SECRET", gw.secret.as_str()), ("WSGATE_URL", url.as_str())]);
+    let (status, out, err) = run_bounded(cmd, STEP);
+    (status.success(), out, err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,11 +43,14 @@ async fn token_publish_stats_and_listen() {
         &["listen", "--sub", "bob"],
         &[("JWT_SECRET", &gw.secret), ("WSGATE_URL", &url)],
     ));
-    wait_until("the listener to connect", STEP, || async { gw.metric("wsgate_connections").await >= 2.0 }).await;
-    run(&gw, &["publish", "--type", "for.bob", "--user", "bob"]);
+    // alice and bob: exactly two connections.
+    wait_until("the listener to connect", STEP, || async { gw.metric("wsgate_connections").await == 2.0 }).await;
+    let (ok, _, err) = run(&gw, &["publish", "--type", "for.bob", "--user", "bob"]);
+    assert!(ok, "{err}");
     wait_until("the listener to print the event", STEP, || std::future::ready(listener.stdout().contains("for.bob")))
         .await;
     let lines: Vec<Value> = listener.stdout().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), 2, "connected, then the one event: {lines:?}");
     assert_eq!(lines[0]["type"], "connected");
     assert_eq!(lines[1]["type"], "for.bob");
 }
@@ -63,9 +63,9 @@ async fn bad_input_is_refused_with_a_message() {
     let (ok, _, err) = run(&gw, &["token", "--sub", "a", "--ttl", "1w"]);
     assert!(!ok && err.contains("unit"), "{err}");
     // Without a key there is nothing to mint with.
-    let out = wsgate_command(&["token", "--sub", "a"], &[]).output().unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"));
+    let (status, _, err) = run_bounded(wsgate_command(&["token", "--sub", "a"], &[]), STEP);
+    assert!(!status.success());
+    assert!(err.contains("JWT_SECRET"), "{err}");
     // A publish the gateway refuses exits non-zero and shows the gateway's error.
     let (ok, out, _) = run(&gw, &["publish", "--type", ""]);
     assert!(!ok && out.contains("type") && out.contains("1 to 128"), "{out}");

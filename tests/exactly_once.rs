@@ -143,7 +143,7 @@ async fn publish_within_50ms_of_live_reaches_every_instance() {
         fleet_warnings(&refs, 20)
     );
     settle(&ledger, &clients, Duration::from_millis(1000), Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // late duplicates
+    tokio::time::sleep(QUIET_WINDOW).await; // late duplicates
     let records = stop_all(&mut clients).await;
 
     // Which clients were connected before the POST was sent, or while it was in flight.
@@ -251,7 +251,7 @@ async fn an_instance_joining_a_fleet_under_load_misses_nothing() {
     .await;
     clients.extend(late);
     settle(&ledger, &clients, Duration::from_millis(1000), Duration::from_secs(8)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(QUIET_WINDOW).await; // late duplicates
     let records = stop_all(&mut clients).await;
     let verdict = judge(&ledger, &records, Rule::SentAfterConnected, t0);
     println!("{}", verdict.line("joining_under_load", "0"));
@@ -319,7 +319,7 @@ impl Outage {
 async fn redis_outage_round(p: Outage) -> RoundResult {
     let t0 = Instant::now();
     let mut redis = if p.persist {
-        RedisServer::start_with(free_port(), &["--appendonly", "yes", "--appendfsync", "always"]).await
+        RedisServer::start_args(&["--appendonly", "yes", "--appendfsync", "always"]).await
     } else {
         RedisServer::start().await
     };

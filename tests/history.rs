@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::json;
 use support::*;
 
-const QUIET: Duration = Duration::from_millis(300);
+/// After the last event that must arrive (or a marker): see [`expect_only_marker`].
+const QUIET: Duration = QUIET_WINDOW;
 
 /// Publishes `seq_event("e", i, 0)` for each `i` in `range`; returns the ids.
 async fn publish_seqs(gw: &Gateway, token: &str, range: std::ops::Range<usize>) -> Vec<String> {
@@ -253,7 +254,7 @@ async fn an_idempotent_retry_gets_the_same_id_and_is_delivered_once() {
         assert_eq!(retry.id(), id, "a retry answers with the first event's id");
         assert_eq!(retry.header("idempotent-replayed"), Some("true"));
     }
-    client.expect_quiet(QUIET).await;
+    expect_only_marker(&gw, &mut [&mut client]).await;
     assert_eq!(gw.metric("wsgate_idempotent_replays_total").await, 2.0);
 
     // Another key is another event.
@@ -278,7 +279,7 @@ async fn the_same_key_with_another_body_is_422() {
         assert_eq!(r.status, 422, "{body}: {}", r.body);
         assert!(!r.error().is_empty());
     }
-    client.expect_quiet(QUIET).await;
+    expect_only_marker(&gw, &mut [&mut client]).await;
 }
 
 #[tokio::test]
@@ -293,7 +294,7 @@ async fn a_bad_idempotency_key_is_400() {
         assert_eq!(r.status, 400, "key {:?}: {}", String::from_utf8_lossy(key), r.body);
         assert!(r.error().contains("Idempotency-Key"), "the error names the header: {}", r.body);
     }
-    client.expect_quiet(QUIET).await;
+    expect_only_marker(&gw, &mut [&mut client]).await;
     // The bounds themselves are fine.
     let longest = "~".repeat(255);
     for key in ["a", longest.as_str(), "!#$%&'*+-.^_`|~:;<=>?@[]{}()/\\\"0Az"] {
@@ -316,7 +317,7 @@ async fn keys_belong_to_the_publisher_subject() {
     // And each subject's retry still finds its own event.
     let again = publish_idempotent(&gw, &publisher_named(&gw, "svc-b"), "same", &body).await;
     assert_eq!(again.id(), b);
-    client.expect_quiet(QUIET).await;
+    expect_only_marker(&gw, &mut [&mut client]).await;
 }
 
 #[tokio::test]

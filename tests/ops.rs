@@ -64,8 +64,8 @@ async fn metrics_expose_every_series_and_count_a_publish() {
     let auth = ["missing", "malformed", "bad_signature", "expired", "not_yet_valid", "bad_issuer", "bad_audience"];
     let auth = auth.into_iter().chain(["missing_claim", "forbidden"]);
     series.extend(auth.map(|r| format!("wsgate_auth_failures_total{{reason=\"{r}\"}}")));
-    let gone =
-        ["client_closed", "shutdown", "slow", "token_expired", "policy", "message_too_big", "ping_timeout", "error"];
+    let gone = ["client_closed", "shutdown", "slow", "token_expired", "protocol_error", "invalid_payload"];
+    let gone = gone.into_iter().chain(["message_rate", "message_too_big", "ping_timeout", "error"]);
     series.extend(gone.map(|r| format!("wsgate_disconnects_total{{reason=\"{r}\"}}")));
     // Every series is there from the start, at zero, so dashboards and alerts see it.
     for s in &series {

@@ -8,6 +8,8 @@ use serde_json::json;
 use support::*;
 
 const HB: &str = "200"; // heartbeat period for these tests, ms
+/// For the test that times the heartbeat's expiry.
+const SLOW_HB: &str = "700";
 
 /// `n` instances of one fleet: one shared `JWT_SECRET`, instance ids `gw0`.., a fast heartbeat,
 /// plus `env` (at least `REDIS_URL`).
@@ -62,15 +64,16 @@ async fn events_cross_three_instances_exactly_once() {
         assert_eq!(b.types_until("marker").await, ["marker"]);
     }
     // Nothing arrives twice.
-    for c in alices.iter_mut().chain(bobs.iter_mut()) {
-        c.expect_quiet(Duration::from_millis(300)).await;
-    }
+    let mut all: Vec<&mut WsClient> = alices.iter_mut().chain(bobs.iter_mut()).collect();
+    expect_all_quiet(&mut all, QUIET_WINDOW).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_sum_the_fleet_and_a_killed_instance_drops_out() {
     let redis = RedisServer::start().await;
-    let mut gws = gateways(&redis.url(), 3).await;
+    // A heartbeat slow enough that "within 3 periods" (2.1 s) is not a race with two loaded
+    // cores; the other tests keep the fast one.
+    let mut gws = fleet(3, &[("REDIS_URL", &redis.url()), ("HEARTBEAT_INTERVAL_MS", SLOW_HB)]).await;
     all_connected(&gws).await;
     let _c = [connect_user(&gws[0], "a").await, connect_user(&gws[1], "b").await, connect_user(&gws[1], "c").await];
     let _d = [connect_user(&gws[2], "d").await, connect_user(&gws[2], "d").await, connect_user(&gws[2], "e").await];
@@ -93,7 +96,8 @@ async fn stats_sum_the_fleet_and_a_killed_instance_drops_out() {
     let s = gws[0].wait_stats("the killed instance gone", |s| s["total_instances"] == 2).await;
     assert_eq!(s["total_connections"], 3, "{s}");
     // Within 3 heartbeat periods (plus the stats cache and the poll).
-    assert!(killed_at.elapsed() < Duration::from_millis(3 * 200 + 500), "{:?}", killed_at.elapsed());
+    let hb: u64 = SLOW_HB.parse().unwrap();
+    assert!(killed_at.elapsed() < Duration::from_millis(3 * hb + 500), "{:?}", killed_at.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +132,7 @@ async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
     // is back (the outbox), and the local client does not get it twice.
     publish_ok(&gws[0], &token, json!({"type": "during-outage"})).await;
     a.expect_event("during-outage").await;
-    b.expect_quiet(Duration::from_millis(300)).await;
+    b.expect_quiet(QUIET_WINDOW).await;
     let (_, h) = gws[0].get_json("/health").await;
     assert_eq!((h["mode"].as_str(), h["redis"]["state"].as_str()), (Some("redis"), Some("disconnected")), "{h}");
 
@@ -149,8 +153,9 @@ async fn redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_started_before_redis_join_when_it_appears() {
-    let port = free_port();
-    let url = format!("redis://127.0.0.1:{port}");
+    // Held (connections to it are refused) until Redis starts on it.
+    let hold = PortHold::new();
+    let url = format!("redis://127.0.0.1:{}", hold.port());
     let gws = gateways(&url, 2).await;
     for g in &gws {
         let (_, h) = g.get_json("/health").await;
@@ -169,7 +174,7 @@ async fn gateways_started_before_redis_join_when_it_appears() {
     assert_eq!((h["redis"]["state"].as_str(), &h["redis"]["local_only"]), (Some("connecting"), &json!(true)), "{h}");
     assert_eq!(gws[0].get_json("/ready").await.0, 200, "serving local-only after the start-up wait");
 
-    let _redis = RedisServer::start_with(port, &[]).await;
+    let _redis = RedisServer::start_on(hold, &[]).await;
     all_connected(&gws).await;
     gws[0].wait_log("Redis pub/sub initialized").await;
     let (_, h) = gws[0].get_json("/health").await;
@@ -228,7 +233,7 @@ async fn acl_user_and_password() {
         "+sunsubscribe",
         "+spublish",
     ];
-    let redis = RedisServer::start_with(free_port(), &acl).await;
+    let redis = RedisServer::start_args(&acl).await;
     // Wrong password: the gateway still starts and serves locally, and never shows the password.
     let bad = Gateway::start(&[("REDIS_URL", &format!("redis://wsgate:nope@127.0.0.1:{}", redis.port))]).await;
     let good_url = format!("redis://wsgate:s3cret@127.0.0.1:{}", redis.port);
@@ -266,7 +271,7 @@ async fn acl_user_and_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requirepass() {
-    let redis = RedisServer::start_with(free_port(), &["--requirepass", "pw"]).await;
+    let redis = RedisServer::start_args(&["--requirepass", "pw"]).await;
     let url = format!("redis://:pw@127.0.0.1:{}", redis.port);
     let gws = gateways(&url, 2).await;
     all_connected(&gws).await;
@@ -277,9 +282,7 @@ async fn requirepass() {
 async fn redis_cluster_of_three_masters() {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let port = free_port();
-        let conf = format!("nodes-{port}.conf");
-        nodes.push(RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await);
+        nodes.push(RedisServer::start_cluster_node().await);
     }
     let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
     let mut create = vec!["--cluster", "create"];
@@ -301,8 +304,9 @@ async fn redis_cluster_of_three_masters() {
     publish_ok(&gws[2], &publish_token(&gws[2].secret), json!({"type": "clustered"})).await;
     for c in &mut clients {
         c.expect_event("clustered").await;
-        c.expect_quiet(Duration::from_millis(200)).await;
     }
+    let mut all: Vec<&mut WsClient> = clients.iter_mut().collect();
+    expect_all_quiet(&mut all, QUIET_WINDOW).await;
     gws[0].wait_stats("3 instances in the cluster", |s| s["total_instances"] == 3 && s["total_connections"] == 3).await;
 }
 
@@ -310,17 +314,11 @@ async fn redis_cluster_of_three_masters() {
 async fn rediss_over_tls() {
     let dir = TempDir::new("tls");
     let tls = make_tls_files(dir.path()).await;
-    let tls_port = free_port().to_string();
     let (ca, cert, key) = (tls.ca.to_str().unwrap(), tls.cert.to_str().unwrap(), tls.key.to_str().unwrap());
-    let tls_args = [
-        ["--tls-port", &tls_port],
-        ["--tls-cert-file", cert],
-        ["--tls-key-file", key],
-        ["--tls-ca-cert-file", ca],
-        ["--tls-auth-clients", "no"],
-    ];
-    let _redis = RedisServer::start_with(free_port(), tls_args.as_flattened()).await;
-    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let tls_args =
+        [["--tls-cert-file", cert], ["--tls-key-file", key], ["--tls-ca-cert-file", ca], ["--tls-auth-clients", "no"]];
+    let redis = RedisServer::start_tls(tls_args.as_flattened()).await;
+    let url = format!("rediss://127.0.0.1:{}", redis.tls_port().expect("a TLS port"));
     // The system CA store is read through SSL_CERT_FILE: point it at the test CA.
     let gws = fleet(2, &[("REDIS_URL", &url), ("SSL_CERT_FILE", ca)]).await;
     all_connected(&gws).await;

@@ -109,6 +109,10 @@ pub async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: 
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(want))
     };
+    // RFC 6455 §4.1: the opening handshake is HTTP/1.1 or later (HTTP/1.0 has no Upgrade).
+    if req.version() < hyper::Version::HTTP_11 {
+        return error(StatusCode::BAD_REQUEST, "a WebSocket upgrade needs HTTP/1.1");
+    }
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
         let mut r = error(StatusCode::UPGRADE_REQUIRED, "this endpoint needs a WebSocket upgrade");
         r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -765,7 +765,7 @@ pub fn next_alive(targets: &Targets, i: usize) -> usize {
 }
 
 /// Resumes every client on the next live instance, reads for 2 s, then until every client is
-/// complete or quiet.
+/// complete or quiet, then [`QUIET_WINDOW`] more (for duplicates).
 pub async fn resume_all_elsewhere(clients: &mut [Tracked], gws: &[Gateway], targets: &Targets, ledger: &Ledger) {
     join_all(clients.iter_mut().map(|c| {
         let n = next_alive(targets, c.gw);
@@ -774,6 +774,8 @@ pub async fn resume_all_elsewhere(clients: &mut [Tracked], gws: &[Gateway], targ
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     settle(ledger, clients, Duration::from_millis(500), Duration::from_secs(5)).await;
+    // settle returns as soon as every client is complete: give a late copy time to show up.
+    tokio::time::sleep(QUIET_WINDOW).await;
 }
 
 /// Stops every client's reader; returns their records.
@@ -832,7 +834,7 @@ pub async fn redis_cli_try(port: u16, args: &[&str]) -> Option<String> {
 /// link is up.
 pub async fn start_replica(primary_port: u16) -> RedisServer {
     let primary = primary_port.to_string();
-    let replica = RedisServer::start_with(free_port(), &["--replicaof", "127.0.0.1", &primary]).await;
+    let replica = RedisServer::start_args(&["--replicaof", "127.0.0.1", &primary]).await;
     let port = replica.port;
     wait_until(&format!("replica on {port} to sync from {primary_port}"), STEP, || async move {
         redis_cli_try(port, &["INFO", "replication"]).await.is_some_and(|i| i.contains("master_link_status:up"))
@@ -841,41 +843,54 @@ pub async fn start_replica(primary_port: u16) -> RedisServer {
     replica
 }
 
-/// A Redis Sentinel on a free loopback port watching the primary `name` at 127.0.0.1:`primary`
-/// with quorum `quorum`, `down-after-milliseconds 1000`, `failover-timeout 5000`. Its config
-/// file (which Sentinel rewrites) lives in its own temp dir. Killed on drop.
+/// A Redis Sentinel on a loopback port of its own (held while it lives, another one tried when
+/// it was taken after all) watching the primary `name` at 127.0.0.1:`primary` with quorum
+/// `quorum`, `down-after-milliseconds 1000`, `failover-timeout 5000`. Its config file (which
+/// Sentinel rewrites) lives in its own temp dir. Killed on drop.
 pub struct Sentinel {
     pub proc: Option<Process>,
     pub port: u16,
     pub dir: TempDir,
+    /// Its port, held while it lives.
+    _hold: PortHold,
 }
 
 impl Sentinel {
     pub async fn start(name: &str, primary: u16, quorum: u32) -> Sentinel {
-        let port = free_port();
-        let dir = TempDir::new("sentinel");
-        let conf = dir.path().join("sentinel.conf");
-        let text = format!(
-            "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nsentinel resolve-hostnames no\n\
-             sentinel monitor {name} 127.0.0.1 {primary} {quorum}\n\
-             sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n\
-             sentinel parallel-syncs {name} 1\n",
-            dir = dir.path().display()
-        );
-        std::fs::write(&conf, text).expect("write sentinel.conf");
-        let mut cmd = Command::new("redis-server");
-        cmd.arg(&conf).arg("--sentinel");
-        let proc = Process::spawn(cmd);
-        let mut s = Sentinel { proc: Some(proc), port, dir };
-        wait_until(&format!("sentinel on {port} to answer PING"), STEP, || {
-            let p = s.proc.as_mut().unwrap();
-            if let Some(status) = p.try_exit() {
-                panic!("sentinel exited ({status}); output:\n{}{}", p.stdout(), p.stderr());
+        for _ in 0..PORT_TRIES {
+            let hold = PortHold::new();
+            let port = hold.port();
+            let dir = TempDir::new("sentinel");
+            let conf = dir.path().join("sentinel.conf");
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nsentinel resolve-hostnames no\n\
+                 sentinel monitor {name} 127.0.0.1 {primary} {quorum}\n\
+                 sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.path().display()
+            );
+            std::fs::write(&conf, text).expect("write sentinel.conf");
+            let mut cmd = Command::new("redis-server");
+            cmd.arg(&conf).arg("--sentinel");
+            let proc = Process::spawn(cmd);
+            let mut s = Sentinel { proc: Some(proc), port, dir, _hold: hold };
+            let mut exited = None;
+            wait_until(&format!("sentinel on {port} to answer PING"), STEP, || {
+                let p = s.proc.as_mut().unwrap();
+                if exited.is_none() && p.try_exit().is_some() {
+                    exited = Some(format!("{}{}", p.stdout(), p.stderr()));
+                }
+                let gone = exited.is_some();
+                async move { gone || redis_cli_try(port, &["PING"]).await.as_deref() == Some("PONG") }
+            })
+            .await;
+            match exited {
+                None => return s,
+                Some(out) if out.contains("Address already in use") => continue,
+                Some(out) => panic!("sentinel exited; output:\n{out}"),
             }
-            async move { redis_cli_try(port, &["PING"]).await.as_deref() == Some("PONG") }
-        })
-        .await;
-        s
+        }
+        panic!("sentinel found its port taken {PORT_TRIES} times");
     }
 
     /// `SENTINEL get-master-addr-by-name name` → the primary's port, if the sentinel answers.

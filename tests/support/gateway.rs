@@ -4,8 +4,10 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -31,9 +33,12 @@ pub struct Process {
 }
 
 impl Process {
+    /// Starts `cmd` so that it cannot outlive this test process: it gets SIGKILL from the
+    /// kernel when the process dies, however it dies (see [`spawn_bound`]).
     pub fn spawn(mut cmd: Command) -> Process {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let what = format!("{cmd:?}");
+        let mut child = spawn_bound(cmd).unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         let (stdout, out_thread) = collect(child.stdout.take().expect("piped stdout"));
         let (stderr, err_thread) = collect(child.stderr.take().expect("piped stderr"));
         Process { pid: child.id(), child, stdout, stderr, collectors: vec![out_thread, err_thread], exited: None }
@@ -53,8 +58,17 @@ impl Process {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().expect("waitpid");
             if self.exited.is_some() {
+                // The pipes end when the last holder closes them: the process, or a child it
+                // forked (Redis's background saves). Bounded, so that such a straggler cannot
+                // hold the test; what it writes later is lost.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while self.collectors.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 for t in self.collectors.drain(..) {
-                    let _ = t.join();
+                    if t.is_finished() {
+                        let _ = t.join();
+                    }
                 }
             }
         }
@@ -87,9 +101,102 @@ impl Drop for Process {
     fn drop(&mut self) {
         if self.try_exit().is_none() {
             self.signal(libc::SIGKILL);
-            let _ = self.child.wait();
+            // Bounded: a SIGKILLed process is gone at once unless the kernel holds it (D state).
+            if self.wait_exit_blocking(STEP).is_none() {
+                eprintln!("warning: process {} still not reaped {STEP:?} after SIGKILL", self.pid);
+            }
         }
     }
+}
+
+impl Process {
+    /// Like [`Process::wait_exit`], for code that is not async (`Drop`, sync helpers).
+    pub fn wait_exit_blocking(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// Runs `cmd` to its end, at most `timeout` (then it is killed and the test fails); returns
+/// (exit status, stdout, stderr). For sync code; async code has [`run_ok`].
+pub fn run_bounded(cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let what = format!("{cmd:?}");
+    let mut p = Process::spawn(cmd);
+    let status = p.wait_exit_blocking(timeout).unwrap_or_else(|| panic!("{what} still running after {timeout:?}"));
+    (status, p.stdout(), p.stderr())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children that die with the test process
+
+/// A spawn request for the spawner thread, and where its answer goes.
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` so that it dies with this process:
+///
+/// - in the child, before `exec`, `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the kernel kills it
+///   when its parent dies, a SIGKILLed test process included (no destructor runs then). The
+///   signal fires when the *thread* that forked the child ends, not the process, so every
+///   child is forked by one thread that lives as long as the process (the test threads and
+///   tokio's blocking threads come and go);
+/// - that thread also watches the runner: when this process's parent (cargo test) dies, the
+///   test process exits, and its children with it.
+///
+/// `tests/orphans.rs` proves both.
+pub fn spawn_bound(mut cmd: Command) -> std::io::Result<Child> {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs between fork and exec and calls only prctl, getppid and _exit,
+    // which are async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died before the prctl took effect: no signal will come, so go now.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (reply, answer) = mpsc::channel();
+    spawner().send((cmd, reply)).expect("the spawner thread lives as long as the process");
+    answer.recv_timeout(STEP).unwrap_or_else(|e| panic!("the spawner thread did not answer within {STEP:?}: {e}"))
+}
+
+fn spawner() -> &'static mpsc::Sender<SpawnJob> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (jobs, inbox) = mpsc::channel::<SpawnJob>();
+        // SAFETY: getppid cannot fail.
+        let runner = unsafe { libc::getppid() };
+        std::thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || loop {
+                match inbox.recv_timeout(Duration::from_millis(250)) {
+                    Ok((mut cmd, reply)) => {
+                        let _ = reply.send(cmd.spawn());
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+                // SAFETY: as above.
+                if unsafe { libc::getppid() } != runner {
+                    eprintln!("test process {}: its runner (pid {runner}) is gone; exiting", std::process::id());
+                    std::process::exit(101);
+                }
+            })
+            .expect("start the spawner thread");
+        jobs
+    })
 }
 
 /// Runs `cmd` to its end (within [`STEP`]), insists on exit status 0, and returns its stdout.

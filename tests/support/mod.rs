@@ -82,11 +82,63 @@ pub fn random_hex() -> String {
     format!("{:016x}{:016x}", RandomState::new().hash_one(1u8), RandomState::new().hash_one(2u8))
 }
 
-/// A free loopback port (never 6379, the default Redis port).
+/// A loopback port that was free a moment ago (never 6379, the default Redis port). Racy: by
+/// the time something binds it, another process may have. Tests hold ports instead
+/// ([`PortHold`], and [`RedisServer`]'s constructors retry on a collision); this stays for
+/// what needs a number that nothing listens on.
 pub fn free_port() -> u16 {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
     assert_ne!(port, 6379, "never touch the default Redis port");
     port
+}
+
+/// A loopback port held for this test by a socket that is bound but does not listen: connecting
+/// to it is refused (nothing serves there), and no one else gets it, neither from `bind(0)` nor
+/// by binding it without `SO_REUSEADDR`. A server that sets `SO_REUSEADDR` (redis-server,
+/// tokio's listeners) binds it while it is held, and may be stopped and started again on it
+/// while the hold lasts: the port cannot be taken in between. Released on drop.
+pub struct PortHold {
+    socket: tokio::net::TcpSocket,
+    port: u16,
+}
+
+impl PortHold {
+    pub fn new() -> PortHold {
+        loop {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+            socket.bind(([127, 0, 0, 1], 0).into()).expect("bind 127.0.0.1:0");
+            let port = socket.local_addr().expect("local_addr").port();
+            if port != 6379 {
+                return PortHold { socket, port };
+            }
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A listener of our own on the held port (the hold stays: drop the listener and the port
+    /// is refused again, still held).
+    pub fn listen(&self) -> tokio::net::TcpListener {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(([127, 0, 0, 1], self.port).into()).unwrap_or_else(|e| panic!("bind held port {}: {e}", self.port));
+        socket.listen(1024).unwrap_or_else(|e| panic!("listen on held port {}: {e}", self.port))
+    }
+}
+
+impl Default for PortHold {
+    fn default() -> PortHold {
+        PortHold::new()
+    }
+}
+
+impl std::fmt::Debug for PortHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PortHold({}, {:?})", self.port, self.socket.local_addr().ok())
+    }
 }
 
 /// A fresh directory under the system temp dir, removed with its contents on drop.

@@ -8,13 +8,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{free_port, run_ok, wait_until, Process, TempDir, STEP};
+use super::{run_ok, wait_until, PortHold, Process, TempDir, STEP};
 
 // ---------------------------------------------------------------------------------------------
 // One server
 
 /// A throwaway `redis-server` on a loopback port (never 6379), no persistence, its own `--dir`
 /// (removed on drop), killed on drop. It can be killed and restarted on the same port.
+///
+/// Ports: the constructors other than [`RedisServer::start_with`] hold theirs ([`PortHold`]) for
+/// the server's whole life, so a restart finds its port free; should a port be taken all the
+/// same (someone bound it explicitly before the hold), Redis exits with "Address already in
+/// use" and the server is started again on other ports (up to [`PORT_TRIES`] times).
 pub struct RedisServer {
     /// `None` while killed.
     pub proc: Option<Process>,
@@ -24,17 +29,87 @@ pub struct RedisServer {
     tls_port: Option<u16>,
     /// Its `--dir` (Cluster config files and the like), kept across restarts.
     dir: TempDir,
+    /// The ports it listens on, held while it lives (empty for [`RedisServer::start_with`]).
+    holds: Vec<PortHold>,
 }
 
+/// How many sets of ports a constructor tries before it gives up.
+pub const PORT_TRIES: usize = 5;
+
 impl RedisServer {
-    /// A plain server on a free port.
+    /// A plain server on a port of its own.
     pub async fn start() -> RedisServer {
-        RedisServer::start_with(free_port(), &[]).await
+        RedisServer::start_args(&[]).await
+    }
+
+    /// A server on a port of its own with `extra` arguments (`--requirepass pw`, `--user ...`
+    /// ACL lines, `--appendonly yes`, `--replicaof ...`).
+    pub async fn start_args(extra: &[&str]) -> RedisServer {
+        RedisServer::launch(0, |_| extra.iter().map(|a| a.to_string()).collect()).await
+    }
+
+    /// A server that also serves TLS on a second port of its own (`--tls-port`, see
+    /// [`RedisServer::tls_port`]); `tls_args` are the certificate arguments.
+    pub async fn start_tls(tls_args: &[&str]) -> RedisServer {
+        RedisServer::launch(1, |p| {
+            let mut args = vec!["--tls-port".to_owned(), p[0].to_string()];
+            args.extend(tls_args.iter().map(|a| a.to_string()));
+            args
+        })
+        .await
+    }
+
+    /// A Cluster node (no slots yet), its cluster bus on a second port of its own.
+    pub async fn start_cluster_node() -> RedisServer {
+        RedisServer::launch(1, |p| {
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", &p[0].to_string()]
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        })
+        .await
+    }
+
+    /// A server on the port `hold` holds (a test that points gateways at a port before Redis
+    /// is there), with `extra` arguments. The hold moves into the server.
+    pub async fn start_on(hold: PortHold, extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer::prepare(hold.port(), extra);
+        server.holds.push(hold);
+        if let Err(output) = server.try_restart().await {
+            panic!("redis-server exited before serving on held port {}; output:\n{output}", server.port);
+        }
+        server
     }
 
     /// A server on `port` with `extra` arguments (`--requirepass pw`, `--user ...` ACL lines,
-    /// `--cluster-enabled yes ...`, `--tls-port N --tls-cert-file ...`).
+    /// `--cluster-enabled yes ...`, `--tls-port N --tls-cert-file ...`). The port is the caller's
+    /// to choose and is not held: prefer the constructors above.
     pub async fn start_with(port: u16, extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer::prepare(port, extra);
+        server.restart().await;
+        server
+    }
+
+    /// Holds `1 + extra_ports` ports, starts a server with the arguments `make(<the extra
+    /// ports>)`, and tries again on fresh ports when one was taken after all.
+    async fn launch(extra_ports: usize, make: impl Fn(&[u16]) -> Vec<String>) -> RedisServer {
+        let mut collisions = Vec::new();
+        for _ in 0..PORT_TRIES {
+            let holds: Vec<PortHold> = (0..=extra_ports).map(|_| PortHold::new()).collect();
+            let ports: Vec<u16> = holds.iter().map(PortHold::port).collect();
+            let extra = make(&ports[1..]);
+            let mut server = RedisServer::prepare(ports[0], &extra.iter().map(String::as_str).collect::<Vec<_>>());
+            server.holds = holds;
+            match server.try_restart().await {
+                Ok(()) => return server,
+                Err(output) if output.contains("Address already in use") => collisions.push(ports),
+                Err(output) => panic!("redis-server exited before serving; output:\n{output}"),
+            }
+        }
+        panic!("redis-server found its ports taken {PORT_TRIES} times: {collisions:?}");
+    }
+
+    fn prepare(port: u16, extra: &[&str]) -> RedisServer {
         assert_ne!(port, 6379, "never touch the default Redis port");
         let dir = TempDir::new("redis");
         let mut args: Vec<String> =
@@ -49,9 +124,12 @@ impl RedisServer {
             assert_ne!(port, 6379, "never touch the default Redis port");
             port
         });
-        let mut server = RedisServer { proc: None, port, args, tls_port, dir };
-        server.restart().await;
-        server
+        RedisServer { proc: None, port, args, tls_port, dir, holds: Vec::new() }
+    }
+
+    /// The TLS port, for a server started with `--tls-port` ([`RedisServer::start_tls`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
     }
 
     pub fn url(&self) -> String {
@@ -66,25 +144,42 @@ impl RedisServer {
     /// Starts the (killed) server again on the same port(s), with the same arguments and
     /// directory, and waits until it serves.
     pub async fn restart(&mut self) {
+        if let Err(output) = self.try_restart().await {
+            let held = if self.holds.is_empty() { "not held" } else { "held" };
+            panic!("redis-server exited before serving on port {} ({held}); output:\n{output}", self.port);
+        }
+    }
+
+    /// [`RedisServer::restart`], or the server's output if it exited before serving.
+    async fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.proc.is_none(), "redis-server on port {} is still running", self.port);
         let mut cmd = Command::new("redis-server");
         cmd.args(&self.args);
         let proc = self.proc.insert(Process::spawn(cmd));
         let (port, tls_port) = (self.port, self.tls_port);
         let what = format!("redis-server on port {port} to answer PING (and to accept on TLS port {tls_port:?})");
+        let mut exited = None;
         wait_until(&what, STEP, || {
-            if let Some(status) = proc.try_exit() {
-                panic!("redis-server exited ({status}) before serving; output:\n{}{}", proc.stdout(), proc.stderr());
+            if exited.is_none() && proc.try_exit().is_some() {
+                exited = Some(format!("{}{}", proc.stdout(), proc.stderr()));
             }
+            let gone = exited.is_some();
             async move {
-                redis_answers(port).await
+                gone || (redis_answers(port).await
                     && match tls_port {
                         Some(p) => TcpStream::connect(("127.0.0.1", p)).await.is_ok(),
                         None => true,
-                    }
+                    })
             }
         })
         .await;
+        match exited {
+            None => Ok(()),
+            Some(output) => {
+                self.proc = None;
+                Err(output)
+            }
+        }
     }
 
     /// Runs `redis-cli` against the plain port with `args`; returns its output, trimmed (no
@@ -184,11 +279,7 @@ impl RedisCluster {
     pub async fn start(masters: usize) -> RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..masters {
-            let port = free_port();
-            let conf = format!("nodes-{port}.conf");
-            nodes.push(
-                RedisServer::start_with(port, &["--cluster-enabled", "yes", "--cluster-config-file", &conf]).await,
-            );
+            nodes.push(RedisServer::start_cluster_node().await);
         }
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let mut create = vec!["--cluster", "create"];

@@ -182,6 +182,32 @@ impl WsClient {
 }
 
 // ---------------------------------------------------------------------------------------------
+// "Nothing (else) arrives"
+
+/// How long "nothing (more) arrives" listens, once a marker event (or the last of the events
+/// that must arrive, published after the ones that must not) has proved the pipe flows: long
+/// enough, on two loaded cores, for a copy already on its way to show up.
+pub const QUIET_WINDOW: Duration = Duration::from_millis(500);
+
+/// Every client listens for `how_long` at the same time and must get nothing but pings.
+pub async fn expect_all_quiet(clients: &mut [&mut WsClient], how_long: Duration) {
+    futures_util::future::join_all(clients.iter_mut().map(|c| c.expect_quiet(how_long))).await;
+}
+
+/// "Nothing (else) arrives", made to mean something: publishes a broadcast `{"type":
+/// "marker"}` through `gw` after whatever must not arrive (again); the next frame of every
+/// client must be that marker (events reach a client in stream order, so anything wrongly on its
+/// way before it comes first), and then nothing for [`QUIET_WINDOW`].
+pub async fn expect_only_marker(gw: &Gateway, clients: &mut [&mut WsClient]) {
+    let id = super::publish_ok(gw, &super::publish_token(&gw.secret), json!({"type": "marker"})).await;
+    for c in clients.iter_mut() {
+        let v = c.next_json(STEP).await;
+        assert_eq!((&v["type"], &v["id"]), (&json!("marker"), &json!(id)), "expected only the marker, got {v}");
+    }
+    expect_all_quiet(clients, QUIET_WINDOW).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // A client that reads nothing
 
 /// A client that does the upgrade by hand on a plain socket and then reads nothing (so it
@@ -361,4 +387,126 @@ impl WsClient {
         }
         (answers, events)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames by hand (for what a WebSocket library refuses to send)
+
+/// One WebSocket frame as the server sent it (a server never masks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawFrame {
+    pub fin: bool,
+    /// RSV1..RSV3 as the low three bits.
+    pub rsv: u8,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+
+    /// The payload of a text frame as JSON; panics on any other frame.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.opcode, RawFrame::TEXT, "expected a text frame, got {self:?}");
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("text frame is not JSON ({e}): {}", String::from_utf8_lossy(&self.payload)))
+    }
+
+    /// `(code, reason)` of a close frame; panics on any other frame or a close frame without a code.
+    pub fn close(&self) -> (u16, String) {
+        assert_eq!(self.opcode, RawFrame::CLOSE, "expected a close frame, got {self:?}");
+        assert!(self.payload.len() >= 2, "close frame without a code: {self:?}");
+        let code = u16::from_be_bytes([self.payload[0], self.payload[1]]);
+        let reason = String::from_utf8(self.payload[2..].to_vec()).expect("close reason is UTF-8");
+        (code, reason)
+    }
+}
+
+/// A client frame by hand. `first` is the first byte as sent (FIN `0x80`, RSV1 `0x40`, RSV2
+/// `0x20`, RSV3 `0x10`, and the opcode); `mask: None` sends the frame unmasked.
+pub fn raw_frame(first: u8, mask: Option<[u8; 4]>, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(m) => {
+            out.extend_from_slice(&m);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// A masking key for [`raw_frame`] (any key will do; a fixed one keeps failures repeatable).
+pub const MASK: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
+
+impl RawClient {
+    /// Writes `bytes` to the socket as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        within("writing raw bytes", STEP, self.stream.write_all(bytes)).await.expect("write raw bytes");
+    }
+
+    /// The next frame the server sent, or `None` once the connection has ended (EOF or reset)
+    /// before a whole frame came. Panics after `timeout`.
+    pub async fn next_frame(&mut self, timeout: Duration) -> Option<RawFrame> {
+        within("a WebSocket frame", timeout, async {
+            loop {
+                if let Some((frame, used)) = parse_server_frame(&self.leftover) {
+                    self.leftover.drain(..used);
+                    return Some(frame);
+                }
+                let mut chunk = [0u8; 4096];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.leftover.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Reads frames up to the server's close frame and returns its `(code, reason)`; the frames
+    /// before it must be text frames (events, `connected`) or pings. Panics if the connection
+    /// ends without a close frame.
+    pub async fn expect_close_frame(&mut self, timeout: Duration) -> (u16, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_frame(left).await {
+                Some(f) if f.opcode == RawFrame::CLOSE => return f.close(),
+                Some(f) if f.opcode == RawFrame::TEXT || f.opcode == RawFrame::PING => {}
+                Some(f) => panic!("expected a close frame, got {f:?}"),
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// One whole server frame at the start of `buf`, and its length in bytes.
+fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    let (b0, b1) = (*buf.first()?, *buf.get(1)?);
+    assert_eq!(b1 & 0x80, 0, "the server sent a masked frame: {buf:?}");
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (u16::from_be_bytes(buf.get(2..4)?.try_into().unwrap()) as usize, 4),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().unwrap()) as usize, 10),
+        n => (n as usize, 2),
+    };
+    let payload = buf.get(at..at + len)?.to_vec();
+    at += len;
+    Some((RawFrame { fin: b0 & 0x80 != 0, rsv: (b0 >> 4) & 0x7, opcode: b0 & 0x0f, payload }, at))
 }

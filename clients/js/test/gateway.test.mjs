@@ -41,7 +41,7 @@ test("receives events; handlers per type and '*' fire; lastEventId follows", { t
     const id3 = await gw.publish({ type: "notice", data: "not for alice", users: ["bob"] });
     const id4 = await gw.publish({ type: "other" });
     await waitFor(() => all.length >= 3, "three events");
-    await sleep(100); // the one for bob must not arrive
+    await sleep(500); // the one for bob must not arrive (id4, published after it, did)
     assert.deepEqual(all.map((e) => e.id), [id1, id2, id4]);
     assert.ok(!all.some((e) => e.id === id3));
     assert.deepEqual(updated.map((e) => e.id), [id1]);
@@ -152,7 +152,7 @@ test("1008 with only a static token: stops and reports token_expired", { timeout
   assert.equal(rec.errors.length, 1);
   assert.equal(rec.errors[0].code, "token_expired");
   assert.equal(rec.errors[0].fatal, true);
-  await sleep(300);
+  await sleep(1000); // a reconnect would come within initialMs (500 ms) plus a handshake
   assert.equal(rec.urls.length, 1, "no reconnect");
 });
 
@@ -199,7 +199,7 @@ test("a refused upgrade with a browser-like WebSocket (no HTTP status) stops too
   await waitFor(() => client.state === "closed", "stopped");
   assert.equal(rec.errors[0].code, "upgrade_refused");
   assert.equal(rec.errors[0].status, undefined);
-  await sleep(500);
+  await sleep(1000); // a reconnect would come within initialMs (500 ms) plus a handshake
   assert.equal(rec.urls.length, 1);
 });
 
@@ -243,7 +243,7 @@ test("close() stops everything: the socket goes, no reconnect follows", { timeou
   assert.equal(rec.closes.at(-1).willReconnect, false);
   await waitFor(async () => (await gw.stats()).local_connections === 0, "gateway sees it gone");
   const id = await gw.publish({ type: "after.close" });
-  await sleep(500);
+  await sleep(1000); // a reconnect would come within initialMs (500 ms) plus a handshake
   assert.equal(rec.urls.length, 1, "no reconnect");
   assert.ok(!rec.events.some((e) => e.id === id));
   client.close(); // idempotent

@@ -104,7 +104,7 @@ for (const mode of ["memory", "redis"]) {
     const last = await gwA.publish({ type: "live", data: "end" });
     expected.push(last);
     await waitFor(() => rec.events.some((e) => e.id === last), "the last live event", 10000);
-    await sleep(300); // a late duplicate would show up now
+    await sleep(500); // a late duplicate would show up now
 
     assert.equal(client.connection.instance_id, gwB === gwA ? "gw-resume" : "gw-resume-b");
     assert.equal(new URL(rec.urls.at(-1)).searchParams.get("since"), expected[0], "resumed after the last event received");

@@ -4,7 +4,7 @@
 //
 // Kept outside test/ because `node --test test/` runs every .mjs file under test/.
 
-import { spawn } from "node:child_process";
+import { spawn as spawnChild } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { existsSync } from "node:fs";
 import { createServer } from "node:net";
@@ -29,7 +29,11 @@ export function mintToken(claims = {}, secret = SECRET) {
 
 export const publishToken = () => mintToken({ sub: "test-publisher", scope: "publish" });
 
-/** A port that was free a moment ago on 127.0.0.1. */
+/**
+ * A port that was free a moment ago on 127.0.0.1: racy, anyone may bind it first. Node cannot
+ * hold a port without listening on it, so startRedis treats a taken port as a collision to
+ * retry (Redis says "Address already in use"), and gateways bind port 0 and report it.
+ */
 export function freePort() {
   return new Promise((res, rej) => {
     const srv = createServer();
@@ -59,6 +63,27 @@ export async function waitFor(fn, what = "condition", timeoutMs = 10000, everyMs
     await sleep(everyMs);
   }
 }
+
+// Children die with this process, however it dies: each is started through
+// `setpriv --pdeathsig KILL` (prctl(PR_SET_PDEATHSIG) before exec; Node forks on its main
+// thread, which lives as long as the process). And this process dies with its runner: when
+// its parent (`node --test`, which runs each test file in a child process) is gone, it exits.
+// test/orphans.test.mjs proves both.
+const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
+
+/** `child_process.spawn` for a child that cannot outlive this process. */
+export function spawn(cmd, args, options) {
+  if (!SETPRIV) throw new Error("setpriv (util-linux) is missing: it ties the test's children to its life");
+  return spawnChild(SETPRIV, ["--pdeathsig", "KILL", "--", cmd, ...args], options);
+}
+
+const runner = process.ppid;
+setInterval(() => {
+  if (process.ppid !== runner) {
+    process.stderr.write(`harness: the runner (pid ${runner}) is gone; exiting\n`);
+    process.exit(1);
+  }
+}, 250).unref();
 
 const live = new Set();
 process.on("exit", () => {
@@ -180,6 +205,7 @@ export async function publish(http, body, token = publishToken()) {
  * `port`, on that port (e.g. a fresh, empty Redis where a killed one was).
  */
 export async function startRedis({ port: wanted } = {}) {
+  let out = "";
   for (let tries = 0; tries < 5; tries++) {
     const port = wanted ?? (await freePort());
     if (port === 6379) continue;
@@ -188,7 +214,7 @@ export async function startRedis({ port: wanted } = {}) {
         stdio: ["ignore", "pipe", "pipe"],
       }),
     );
-    let out = "";
+    out = "";
     const ok = await new Promise((res) => {
       const timer = setTimeout(() => res(false), 10000);
       const onData = (c) => {
@@ -210,7 +236,10 @@ export async function startRedis({ port: wanted } = {}) {
       return { child, pid: child.pid, port, url: `redis://127.0.0.1:${port}`, stop: (signal = "SIGTERM") => stopChild(child, signal) };
     }
     await stopChild(child, "SIGKILL");
-    if (wanted != null) await sleep(200); // the port may not be free yet: try it again
+    // Only a taken port is worth another try: a fresh port, or (a restart on a given port)
+    // the same one a moment later. Anything else is an error to show.
+    if (!/Address already in use/.test(out)) break;
+    if (wanted != null) await sleep(200);
   }
-  throw new Error(`could not start redis-server${wanted != null ? ` on port ${wanted}` : ""}`);
+  throw new Error(`could not start redis-server${wanted != null ? ` on port ${wanted}` : ""}; its output:\n${out}`);
 }

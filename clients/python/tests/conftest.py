@@ -6,6 +6,7 @@ Only processes started here are ever signalled, by their own Popen handle.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import re
 import shutil
@@ -47,18 +48,59 @@ def position(event_id: str) -> tuple[int, int]:
 
 
 def free_port() -> int:
+    """A port that was free a moment ago: racy (anyone may bind it before you do). The
+    fixtures hold their ports instead (:class:`PortHold`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+class PortHold:
+    """A loopback port held by a socket that is bound but does not listen: connecting to it is
+    refused (nothing serves there) and nobody else gets it, neither from ``bind(0)`` nor by
+    binding it without ``SO_REUSEADDR``. wsgate and redis-server set ``SO_REUSEADDR`` and bind
+    it while it is held, so one can be stopped and started again on it without a race."""
+
+    def __init__(self) -> None:
+        while True:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] != 6379:
+                break
+            s.close()
+        self.socket = s
+        self.port: int = s.getsockname()[1]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+# Every child is forked by this one thread, which lives as long as pytest, and gets SIGKILL from
+# the kernel when pytest dies, however it dies (setpriv --pdeathsig: prctl(PR_SET_PDEATHSIG)
+# before exec). The signal fires when the *thread* that forked the child ends, which is why the
+# fixtures' own threads (asyncio.to_thread) do not fork. tests/test_orphans.py proves it.
+_SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="child-spawner")
+SETPRIV = shutil.which("setpriv")
+
+
+def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(argv, **kwargs)`` for a child that dies with this process."""
+    if SETPRIV is None:
+        pytest.fail("setpriv (util-linux) is missing: it ties the test's children to its life")
+    argv = [SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    return _SPAWNER.submit(subprocess.Popen, argv, **kwargs).result(timeout=30)
+
+
 class Gateway:
-    """One wsgate process. ``restart()`` starts a new one on the same port."""
+    """One wsgate process. ``restart()`` starts a new one on the same port, which it holds
+    (:class:`PortHold`) from construction on, unless a ``port`` is given."""
 
     def __init__(self, log_dir: Path, env: dict[str, str], port: int = 0) -> None:
         self.log_dir = log_dir
         self.extra_env = env
-        self.port = port
+        self.hold = PortHold() if port == 0 else None
+        self.port = self.hold.port if self.hold else port
         self.proc: subprocess.Popen | None = None
         self.runs = 0
         self.log_path: Path | None = None
@@ -84,9 +126,7 @@ class Gateway:
             **self.extra_env,
         }
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(BINARY)], env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-            )
+            self.proc = spawn([str(BINARY)], env=full_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
@@ -156,15 +196,20 @@ def gateway_factory(tmp_path):
         if gw.proc is not None:
             gw.proc.kill()
             gw.proc.wait(5)
+        if gw.hold is not None:
+            gw.hold.close()
 
 
 class Redis:
     """A private redis-server on a loopback port (never 6379) that keeps nothing on disk.
     ``kill()`` (SIGKILL) loses everything; ``start()`` again brings up an empty one on the same
-    port."""
+    port, held meanwhile (:class:`PortHold`). Should the first port be taken all the same
+    (bound explicitly by someone before the hold), Redis says "Address already in use" and
+    another port is tried."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
+        self.hold: PortHold | None = None
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.runs = 0
@@ -175,16 +220,15 @@ class Redis:
 
     def start(self) -> Redis:
         assert self.proc is None, "already running"
+        first = self.hold is None
         for _ in range(5):
-            if not self.port:
-                port = free_port()
-                if port == 6379:
-                    continue
-                self.port = port
+            if self.hold is None:
+                self.hold = PortHold()
+                self.port = self.hold.port
             self.runs += 1
             log_path = self.log_dir / f"redis-{self.runs}.log"
             with open(log_path, "wb") as log:
-                self.proc = subprocess.Popen(
+                self.proc = spawn(
                     ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 )
@@ -194,8 +238,12 @@ class Redis:
                     return self
                 time.sleep(0.02)
             self.kill()
-            time.sleep(0.2)  # the port may still be held: try again
-        raise RuntimeError(f"could not start redis-server on port {self.port}")
+            out = log_path.read_text(errors="replace")
+            if "Address already in use" not in out or not first:
+                raise RuntimeError(f"could not start redis-server on port {self.port}; its log:\n{out}")
+            self.hold.close()  # taken after all: another port
+            self.hold = None
+        raise RuntimeError("redis-server found its port taken 5 times")
 
     def kill(self) -> None:
         proc, self.proc = self.proc, None
@@ -219,6 +267,8 @@ def redis_server(tmp_path):
     r = Redis(tmp_path).start()
     yield r
     r.kill()
+    if r.hold is not None:
+        r.hold.close()
 
 
 @pytest.fixture
@@ -262,7 +312,9 @@ class Watch:
     async def connect(self, timeout: float = 5.0) -> dict:
         return await self._get(self.connects, timeout)
 
-    async def no_event(self, wait: float = 0.3) -> None:
+    async def no_event(self, wait: float = 0.5) -> None:
+        """Nothing (more) arrives. Call it after an event published after whatever must not
+        arrive has come (a marker): then ``wait`` is time enough for a copy on its way."""
         await asyncio.sleep(wait)
         assert self.events.empty(), f"unexpected event {self.events.get_nowait()}"
 

@@ -37,6 +37,10 @@ async def test_publish_to_a_channel_reaches_its_subscribers_only(gateway, publis
     event_id = await publish(gateway.base_url, publish_token, "task.updated", {"id": 42}, channel="project:42")
     event = await member.event()
     assert (event["id"], event["type"], event["channel"], event["data"]) == (event_id, "task.updated", "project:42", {"id": 42})
+    # A broadcast marker after it: bob's first event must be the marker, then nothing.
+    marker = await publish(gateway.base_url, publish_token, "marker")
+    assert (await outsider.event())["id"] == marker
+    assert (await member.event())["id"] == marker
     await outsider.no_event()
     assert member.listener.subscribed == {"project:42"}
 

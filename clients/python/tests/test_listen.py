@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import free_port, mint
+from conftest import mint
 from wsgate_client import ConnectionClosed, Listener, UpgradeRefused, publish
 
 FAST = (0.05, 0.5)  # backoff for tests: base, cap
@@ -57,7 +57,7 @@ async def test_reconnect_after_network_loss(gateway_factory, publish_token, watc
 
 
 async def test_waits_for_a_gateway_that_is_not_up_yet(gateway_factory, publish_token, watch):
-    gw = gateway_factory(port=free_port(), start=False)
+    gw = gateway_factory(start=False)  # its port is held: connecting is refused until it starts
     w = await watch(Listener(gw.base_url, mint("alice"), backoff=FAST), wait_connected=False)
     await asyncio.sleep(0.5)
     assert w.listener.connections == 0
