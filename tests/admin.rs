@@ -216,8 +216,12 @@ async fn channels_lists_channels_with_subscribers_and_filters_by_prefix() {
     let gw = Gateway::start(&[]).await;
     let admin = admin_token(&gw.secret);
     let token = channel_token(&gw.secret, "alice", &["project:*", "news"]);
-    let _a = connect_channels(&gw, &token, "project:1,news").await;
+    let mut a = connect_channels(&gw, &token, "project:1,news").await;
+    a.expect_subscribed_frame("project:1").await;
+    a.expect_subscribed_frame("news").await;
     let mut b = connect_channels(&gw, &token, "project:1,project:2").await;
+    b.expect_subscribed_frame("project:1").await;
+    b.expect_subscribed_frame("project:2").await;
     let (status, v) = admin_get(&gw, "/api/channels", Some(&admin)).await;
     assert_eq!(status, 200, "{v}");
     let want = json!({"channels": [
@@ -228,7 +232,7 @@ async fn channels_lists_channels_with_subscribers_and_filters_by_prefix() {
     assert_eq!(v, want);
     let (_, v) = admin_get(&gw, "/api/channels?prefix=project:", Some(&admin)).await;
     assert_eq!(v["channels"].as_array().unwrap().len(), 2, "{v}");
-    b.unsubscribe("project:2").await;
+    b.expect_unsubscribed("project:2").await;
     let (_, v) = admin_get(&gw, "/api/channels?prefix=project:2", Some(&admin)).await;
     assert_eq!(v, json!({"channels": []}), "a channel without subscribers is not listed");
     assert_eq!(admin_get(&gw, "/api/channels?prefix=a%20b", Some(&admin)).await.0, 400);
@@ -346,16 +350,20 @@ async fn in_a_fleet_channels_sum_every_instance_and_history_reads_the_shared_str
     gws[0].wait_stats("3 instances", |s| s["total_instances"] == 3).await;
     let secret = gws[0].secret.clone();
     let token = channel_token(&secret, "alice", &["room:*"]);
-    let _c0 = connect_channels(&gws[0], &token, "room:1").await;
+    let mut c0 = connect_channels(&gws[0], &token, "room:1").await;
+    c0.expect_subscribed_frame("room:1").await;
     let mut c1 = connect_channels(&gws[1], &token, "room:1,room:2").await;
-    let _c2 = connect_channels(&gws[2], &token, "room:1").await;
+    c1.expect_subscribed_frame("room:1").await;
+    c1.expect_subscribed_frame("room:2").await;
+    let mut c2 = connect_channels(&gws[2], &token, "room:1").await;
+    c2.expect_subscribed_frame("room:1").await;
     let admin = admin_token(&secret);
     let want = json!({"channels": [{"channel": "room:1", "subscribers": 3}, {"channel": "room:2", "subscribers": 1}]});
     wait_until("every instance's channel counts in /api/channels", STEP, || async {
         admin_get(&gws[2], "/api/channels?prefix=room:", Some(&admin)).await.1 == want
     })
     .await;
-    c1.unsubscribe("room:2").await;
+    c1.expect_unsubscribed("room:2").await;
     let want = json!({"channels": [{"channel": "room:1", "subscribers": 3}]});
     wait_until("room:2 to leave /api/channels", STEP, || async {
         admin_get(&gws[0], "/api/channels?prefix=room:", Some(&admin)).await.1 == want
