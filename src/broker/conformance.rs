@@ -1,6 +1,6 @@
 //! One test suite for the [`Broker`] contract, run against every implementation: the memory
 //! broker, and the Redis broker with several instances sharing a real `redis-server` that the
-//! test starts on a free port.
+//! test starts on a port it holds.
 
 use std::collections::VecDeque;
 use std::process::{Child, Command, Stdio};
@@ -234,26 +234,77 @@ async fn memory_broker_meets_the_contract() {
     suite(&[Instance { hub: h, broker: broker.clone(), fleet: broker }]).await;
 }
 
-/// A `redis-server` of our own on a free port, killed on drop.
+/// A `redis-server` of our own, killed on drop and when the test process dies. Its port is
+/// held by a socket bound (with SO_REUSEADDR, not listening) before redis-server binds it, so
+/// no one else can take it in between; readiness is redis-server's own "Ready" line, not a
+/// connect that could reach some other server.
 struct TestRedis {
     child: Child,
     port: u16,
+    _hold: std::net::TcpListener,
+}
+
+/// A port bound but not listening: `bind(0)` never hands it out while we hold it.
+fn hold_port() -> (std::net::TcpListener, u16) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2)/setsockopt(2)/bind(2) on a new descriptor we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket");
+        let one: libc::c_int = 1;
+        let len = std::mem::size_of_val(&one) as libc::socklen_t;
+        assert_eq!(
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const libc::c_int).cast(), len),
+            0
+        );
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let alen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), alen), 0, "bind");
+        let socket = std::net::TcpListener::from_raw_fd(fd);
+        let port = socket.local_addr().expect("local_addr").port();
+        (socket, port)
+    }
 }
 
 impl TestRedis {
     fn start() -> TestRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (bash .ci/test.sh installs it)");
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let (hold, port) = loop {
+            let (hold, port) = hold_port();
+            if port != 6379 {
+                break (hold, port);
+            }
+        };
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; the child dies with this (long-lived test) thread.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
         }
-        TestRedis { child, port }
+        let mut child = cmd.spawn().expect("redis-server must be installed (bash .ci/test.sh installs it)");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(WAIT).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server on port {port} did not say it was ready within {WAIT:?}");
+        }
+        TestRedis { child, port, _hold: hold }
     }
 }
 
