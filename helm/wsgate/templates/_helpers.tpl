@@ -172,6 +172,9 @@ Checks of the values that would otherwise deploy something broken. Included by t
 Deployment, so `helm template`/`helm install` fail with a message instead.
 */}}
 {{- define "wsgate.validate" -}}
+{{- if not .Values.image.repository }}
+{{- fail (printf "image.repository is not set: wsgate publishes no image. Build one from the repository's Dockerfile and push it to your registry, e.g. `docker build -t registry.example.com/wsgate:%s . && docker push registry.example.com/wsgate:%s`, then `--set image.repository=registry.example.com/wsgate` (the tag defaults to the chart's appVersion; image.digest pins a digest). See deploy/README.md, The image." .Chart.AppVersion .Chart.AppVersion) }}
+{{- end }}
 {{- if not (has .Values.auth.mode (list "secret" "publicKey")) }}
 {{- fail (printf "auth.mode must be \"secret\" or \"publicKey\", got %q" .Values.auth.mode) }}
 {{- end }}
