@@ -2,17 +2,20 @@
 """Start the real wsgate binary with exactly the environment a rendered Helm chart gives
 its container, and check it comes up and drains.
 
-  chart_env_smoke.py --wsgate BIN --workdir DIR MANIFESTS.yaml
+  chart_env_smoke.py --wsgate BIN --workdir DIR [--admin-split] MANIFESTS.yaml
 
 The environment is what the kubelet would build: the ConfigMap of envFrom, the literal
 env entries, secretKeyRef values decoded from the rendered Secret, INSTANCE_ID from a
 made-up pod name, and Secret volumes written to files (JWT_PUBLIC_KEY_FILE is moved into
-the work dir). LISTEN_ADDR is moved to a free 127.0.0.1 port; REDIS_URL is kept, so a
-cluster host name that does not resolve here shows that the gateway starts without Redis.
+the work dir). LISTEN_ADDR and ADMIN_LISTEN_ADDR are moved to free 127.0.0.1 ports;
+REDIS_URL is kept, so a cluster host name that does not resolve here shows that the gateway
+starts without Redis.
 
 Checks: the binary accepts every setting (an invalid one stops it at start-up), /live and
 /ready answer 200 on the port the probes use, and SIGTERM makes it exit 0 within
-DRAIN_TIMEOUT_MS. Only the process it starts is signalled; all traffic goes to 127.0.0.1.
+DRAIN_TIMEOUT_MS. With --admin-split also: the operators' endpoints answer on the admin
+port and not on the public one, and /live and /ready answer on both. Only the process it
+starts is signalled; all traffic goes to 127.0.0.1.
 """
 
 import argparse
@@ -33,6 +36,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--wsgate", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--admin-split", action="store_true",
+                    help="check that ADMIN_LISTEN_ADDR takes the operators' endpoints off LISTEN_ADDR")
     ap.add_argument("manifests")
     a = ap.parse_args()
     # Stopped from outside (e.g. by `timeout`): still run the clean-up below.
@@ -82,19 +87,31 @@ def main():
     port_by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert env.get("LISTEN_ADDR", "0.0.0.0:8000").rsplit(":", 1)[1] == str(port_by_name["http"]), \
         "LISTEN_ADDR port differs from the container port the probes use"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    port = free_port()
     env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
+    admin_port = None
+    if "ADMIN_LISTEN_ADDR" in env:
+        assert env["ADMIN_LISTEN_ADDR"].rsplit(":", 1)[1] == str(port_by_name.get("admin")), \
+            "ADMIN_LISTEN_ADDR port differs from the container port named admin"
+        admin_port = free_port()
+        env["ADMIN_LISTEN_ADDR"] = f"127.0.0.1:{admin_port}"
+    elif a.admin_split:
+        print("  FAIL --admin-split, but the render sets no ADMIN_LISTEN_ADDR")
+        return 1
     shown = {k: ("***" if k in ("JWT_SECRET", "REDIS_URL") else v) for k, v in sorted(env.items()) if k != "PATH"}
     print(f"  env: {shown}")
 
     log = open(os.path.join(wd, "wsgate.log"), "w")
     proc = subprocess.Popen([os.path.abspath(a.wsgate)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=wd)
     try:
-        def get(path):
+        def get(path, on=None):
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{on or port}{path}", timeout=2) as r:
                     return r.status
             except urllib.error.HTTPError as e:
                 return e.code
@@ -111,6 +128,16 @@ def main():
             status = get(path)
             assert status == 200, f"{probe} GET {path}: {status}"
             print(f"  ok   {probe}: GET {path} -> 200")
+        if a.admin_split:
+            for path in ("/live", "/ready"):
+                status = get(path, admin_port)
+                assert status == 200, f"admin port GET {path}: {status} (want 200 on both listeners)"
+                print(f"  ok   admin port: GET {path} -> 200 (on both listeners)")
+            for path in ("/metrics", "/ws/stats", "/health", "/api/openapi.json"):
+                on_admin, on_public = get(path, admin_port), get(path)
+                assert on_admin == 200, f"admin port GET {path}: {on_admin} (want 200)"
+                assert on_public not in (200, None), f"public port GET {path}: {on_public} (want it refused)"
+                print(f"  ok   {path}: admin port 200, public port {on_public}")
         drain_ms = int(env.get("DRAIN_TIMEOUT_MS", "10000"))
         t0 = time.time()
         proc.send_signal(signal.SIGTERM)

@@ -281,6 +281,21 @@ def cmd_nginx():
 
 # --------------------------------------------------------------------------- manifests
 
+# Served only on ADMIN_LISTEN_ADDR: the Ingress must not route any of them (even though the
+# public port would not answer them, a route is an exposure waiting for a regression).
+ADMIN_ONLY_PATHS = ["/metrics", "/ws/stats", "/health", "/api/channels", "/api/channels/x/presence",
+                    "/api/users/x/disconnect", "/api/history", "/api/openapi.json"]
+
+
+def ingress_matches(path, request_path):
+    """Whether an Ingress path rule (Exact or Prefix, per element) takes request_path."""
+    p, kind = path["path"], path.get("pathType", "Prefix")
+    if kind == "Exact":
+        return request_path == p
+    p = p.rstrip("/")
+    return p == "" or request_path == p or request_path.startswith(p + "/")
+
+
 def cmd_manifests(manifest_path, expect_uid):
     docs = [d for d in yaml.safe_load_all(open(manifest_path)) if d]
     by = {}
@@ -301,6 +316,10 @@ def cmd_manifests(manifest_path, expect_uid):
     check(c["readinessProbe"]["httpGet"]["path"] == "/ready", "readiness probe: GET /ready")
     port_names = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     check(port_names.get("http") == 8000, "container port http = 8000")
+    check(isinstance(port_names.get("admin"), int) and port_names.get("admin") != 8000,
+          f"container port admin = {port_names.get('admin')}")
+    for probe in ("livenessProbe", "readinessProbe"):
+        check(c[probe]["httpGet"]["port"] in ("http", 8000), f"{probe} on the public port ({c[probe]['httpGet']['port']})")
     for probe in ("livenessProbe", "readinessProbe"):
         check(c[probe]["httpGet"]["port"] in port_names or c[probe]["httpGet"]["port"] in port_names.values(),
               f"{probe} port exists on the container")
@@ -316,6 +335,10 @@ def cmd_manifests(manifest_path, expect_uid):
     env = {e["name"]: e for e in c.get("env", [])}
     check(env.get("INSTANCE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
           "INSTANCE_ID = pod name (downward API)")
+    check(env.get("ADMIN_LISTEN_ADDR", {}).get("value") == f"0.0.0.0:{port_names.get('admin')}",
+          f"ADMIN_LISTEN_ADDR = 0.0.0.0:<admin container port> ({env.get('ADMIN_LISTEN_ADDR', {}).get('value')})")
+    check(str(env_from_cm.get("DEMO_PAGE", "")).lower() in ("false", "true"),
+          f"DEMO_PAGE set explicitly in the ConfigMap ({env_from_cm.get('DEMO_PAGE')!r}; the binary's default is on)")
     for name, e in env.items():
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref:
@@ -328,7 +351,7 @@ def cmd_manifests(manifest_path, expect_uid):
         path = env["JWT_PUBLIC_KEY_FILE"]["value"]
         mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
         check(any(path.startswith(mp.rstrip("/") + "/") for mp in mounts), f"JWT_PUBLIC_KEY_FILE {path} is mounted")
-    for forbidden in ("REDIS_URL", "JWT_SECRET", "INSTANCE_ID"):
+    for forbidden in ("REDIS_URL", "JWT_SECRET", "INSTANCE_ID", "ADMIN_LISTEN_ADDR"):
         check(forbidden not in env_from_cm, f"{forbidden} not in the ConfigMap")
 
     replicas = dep["spec"].get("replicas")
@@ -366,10 +389,19 @@ def cmd_manifests(manifest_path, expect_uid):
     check(bool(c.get("resources", {}).get("requests")), "resource requests set")
 
     svcs = by.get("Service", {})
-    gsvc = [s for s in svcs.values() if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
-    check(len(gsvc) == 1, "one Service selects the gateway pods")
-    svc_ports = {p["name"]: p for p in gsvc[0]["spec"]["ports"]} if gsvc else {}
-    check(all(p["targetPort"] in port_names or p["targetPort"] in port_names.values() for p in svc_ports.values()),
+    gsvcs = [s for s in svcs.values() if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
+    check(len(gsvcs) == 2, f"two Services select the gateway pods, public and admin ({[s['metadata']['name'] for s in gsvcs]})")
+    public = [s for s in gsvcs if [p["name"] for p in s["spec"]["ports"]] == ["http"]]
+    admin = [s for s in gsvcs if [p["name"] for p in s["spec"]["ports"]] == ["admin"]]
+    check(len(public) == 1, "the public Service exposes the http port only")
+    check(len(admin) == 1 and admin[0]["spec"].get("type", "ClusterIP") == "ClusterIP"
+          and admin[0]["metadata"]["name"].endswith("-admin"),
+          "the admin Service (<fullname>-admin) is ClusterIP and exposes the admin port only")
+    gsvc = public
+    svc_ports = {p["name"]: p for p in public[0]["spec"]["ports"]} if public else {}
+    admin_ports = {p["name"]: p for p in admin[0]["spec"]["ports"]} if admin else {}
+    check(all(p["targetPort"] in port_names or p["targetPort"] in port_names.values()
+              for p in list(svc_ports.values()) + list(admin_ports.values())),
           "Service targetPorts exist on the container")
     for pdb in by.get("PodDisruptionBudget", {}).values():
         check(pdb["spec"]["selector"]["matchLabels"] == sel, "PodDisruptionBudget selects the gateway pods")
@@ -377,8 +409,10 @@ def cmd_manifests(manifest_path, expect_uid):
         for rule in ing["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 be = path["backend"]["service"]
-                check(gsvc and be["name"] == gsvc[0]["metadata"]["name"] and be["port"].get("name") in svc_ports,
-                      f"Ingress {rule.get('host')}{path['path']} -> the gateway Service port {be['port']}")
+                check(bool(public) and be["name"] == public[0]["metadata"]["name"] and be["port"].get("name") == "http",
+                      f"Ingress {rule.get('host')}{path['path']} -> the public Service, port http ({be['name']}:{be['port']})")
+                hit = [a for a in ADMIN_ONLY_PATHS if ingress_matches(path, a)]
+                check(not hit, f"Ingress {path['path']} ({path.get('pathType')}) routes no admin-only path ({hit})")
         ann = ing["metadata"].get("annotations", {})
         if ing["spec"].get("ingressClassName") == "nginx":
             for k in ("proxy-read-timeout", "proxy-send-timeout"):
@@ -387,11 +421,11 @@ def cmd_manifests(manifest_path, expect_uid):
     for sm in by.get("ServiceMonitor", {}).values():
         ml = sm["spec"]["selector"]["matchLabels"]
         targets = [s for s in svcs.values() if all(s["metadata"].get("labels", {}).get(k) == v for k, v in ml.items())]
-        check(len(targets) == 1 and targets[0] is (gsvc[0] if gsvc else None),
-              "ServiceMonitor selects exactly the gateway Service")
+        check(len(targets) == 1 and bool(admin) and targets[0] is admin[0],
+              "ServiceMonitor selects exactly the admin Service")
         for ep in sm["spec"]["endpoints"]:
-            check(ep.get("port") in svc_ports and ep.get("path") == "/metrics",
-                  f"ServiceMonitor scrapes {ep.get('port')}{ep.get('path')}")
+            check(ep.get("port") == "admin" and ep.get("port") in admin_ports and ep.get("path") == "/metrics",
+                  f"ServiceMonitor scrapes port {ep.get('port')} {ep.get('path')} (must be admin /metrics)")
     redis_deps = [d for d in deps.values() if d is not dep]
     for rd in redis_deps:
         rc = rd["spec"]["template"]["spec"]["containers"][0]

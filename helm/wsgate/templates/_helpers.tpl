@@ -47,6 +47,25 @@ app.kubernetes.io/component: gateway
 {{- end }}
 
 {{/*
+The internal admin Service: name, and labels that tell it from the public one (the
+ServiceMonitor selects by them).
+*/}}
+{{- define "wsgate.admin.fullname" -}}
+{{- printf "%s-admin" (include "wsgate.fullname" .) }}
+{{- end }}
+
+{{- define "wsgate.admin.labels" -}}
+helm.sh/chart: {{ include "wsgate.chart" . }}
+app.kubernetes.io/name: {{ include "wsgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: admin
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
 Bundled Redis: name and selector labels.
 */}}
 {{- define "wsgate.redis.fullname" -}}
@@ -187,9 +206,13 @@ Deployment, so `helm template`/`helm install` fail with a message instead.
 {{- if and (eq .Values.lifecycle.preStopMode "sleepAction") (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
 {{- fail (printf "lifecycle.preStopMode=sleepAction needs Kubernetes 1.30 or later (PodLifecycleSleepAction), this is %s: use preStopMode=exec" .Capabilities.KubeVersion.Version) }}
 {{- end }}
-{{- range $k := list "REDIS_URL" "JWT_SECRET" "JWT_PUBLIC_KEY_FILE" "INSTANCE_ID" }}
+{{- $adminPort := int .Values.service.adminPort }}
+{{- if or (lt $adminPort 1) (gt $adminPort 65535) (eq $adminPort 8000) }}
+{{- fail (printf "service.adminPort must be a port other than 8000 (the public listener's), got %v" .Values.service.adminPort) }}
+{{- end }}
+{{- range $k := list "REDIS_URL" "JWT_SECRET" "JWT_PUBLIC_KEY_FILE" "INSTANCE_ID" "ADMIN_LISTEN_ADDR" }}
 {{- if hasKey $.Values.config $k }}
-{{- fail (printf "config.%s is set by the chart: use the redis/auth values (and leave INSTANCE_ID to the pod name)" $k) }}
+{{- fail (printf "config.%s is set by the chart: use the redis/auth values and service.adminPort (and leave INSTANCE_ID to the pod name)" $k) }}
 {{- end }}
 {{- end }}
 {{- $replicas := int .Values.replicaCount }}
