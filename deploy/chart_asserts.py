@@ -5,6 +5,11 @@ feature must look like (check_static.py manifests covers every render more broad
   chart_asserts.py admin MANIFESTS.yaml       the admin listener split
   chart_asserts.py demo-off MANIFESTS.yaml    DEMO_PAGE=false
   chart_asserts.py demo-on MANIFESTS.yaml     DEMO_PAGE=true
+  chart_asserts.py auth-file MANIFESTS.yaml [SECRET]
+                                              the HS256 secret as a mounted file (JWT_SECRET_FILE),
+                                              from the Secret named SECRET (default: the chart's)
+  chart_asserts.py auth-jwks MANIFESTS.yaml URL REFRESH
+                                              JWT_JWKS_URL/JWKS_REFRESH_SECS, no secret key at all
 
 Prints one line per assertion; exits 1 if any fails.
 """
@@ -86,9 +91,73 @@ def demo(by, want):
     check(v == want, f"DEMO_PAGE={v!r} (want {want!r})")
 
 
+def container(by):
+    dep = gateway(by)
+    pod = dep["spec"]["template"]["spec"]
+    return dep, pod, pod["containers"][0]
+
+
+def mounted_file(pod, c, path):
+    """The (secret name, key) a file path in the container comes from, or None."""
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in c.get("volumeMounts", []):
+        base = m["mountPath"].rstrip("/") + "/"
+        if not path.startswith(base):
+            continue
+        rel = path[len(base):]
+        v = vols.get(m["name"], {})
+        sources = [{"secret": v["secret"]}] if "secret" in v else v.get("projected", {}).get("sources", [])
+        for src in sources:
+            sec = src.get("secret")
+            if not sec:
+                continue
+            name = sec.get("secretName", sec.get("name"))
+            for item in sec.get("items", []):
+                if item["path"] == rel:
+                    return name, item["key"]
+    return None
+
+
+def key_envs(c):
+    names = ("JWT_SECRET", "JWT_SECRET_FILE", "JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL")
+    return {e["name"]: e for e in c.get("env", []) if e["name"] in names}
+
+
+def auth_file(by, secret_name=None):
+    dep, pod, c = container(by)
+    envs = key_envs(c)
+    check(list(envs) == ["JWT_SECRET_FILE"], f"the only key setting is JWT_SECRET_FILE ({sorted(envs)})")
+    check("JWT_SECRET" not in envs, "no JWT_SECRET in the environment (readable by anyone who can read the pod's env)")
+    path = envs.get("JWT_SECRET_FILE", {}).get("value", "")
+    src = mounted_file(pod, c, path)
+    want = secret_name or dep["metadata"]["name"]
+    check(src is not None and src[0] == want, f"JWT_SECRET_FILE {path} is mounted from Secret {src} (want {want})")
+    if src and src[0] in by.get("Secret", {}):
+        import base64
+        value = base64.b64decode(by["Secret"][src[0]]["data"][src[1]])
+        check(len(value) >= 32, f"the rendered secret is {len(value)} bytes (>= 32, the gateway's minimum)")
+
+
+def auth_jwks(by, url, refresh):
+    dep, pod, c = container(by)
+    envs = key_envs(c)
+    check(list(envs) == ["JWT_JWKS_URL"], f"the only key setting is JWT_JWKS_URL ({sorted(envs)})")
+    check(envs.get("JWT_JWKS_URL", {}).get("value") == url, f"JWT_JWKS_URL={envs.get('JWT_JWKS_URL', {}).get('value')}")
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    check(env.get("JWKS_REFRESH_SECS") == refresh, f"JWKS_REFRESH_SECS={env.get('JWKS_REFRESH_SECS')} (want {refresh})")
+    keys = [k for s in by.get("Secret", {}).values() for k in (s.get("data") or {}) if k.startswith("jwt")]
+    check(not keys, f"no JWT key in any rendered Secret ({keys})")
+
+
 def main():
     cmd, path = sys.argv[1], sys.argv[2]
     by = load(path)
+    if cmd == "auth-file":
+        auth_file(by, sys.argv[3] if len(sys.argv) > 3 else None)
+        sys.exit(1 if FAILED else 0)
+    if cmd == "auth-jwks":
+        auth_jwks(by, sys.argv[3], sys.argv[4])
+        sys.exit(1 if FAILED else 0)
     if cmd == "admin":
         admin(by)
     elif cmd == "demo-off":

@@ -8,8 +8,9 @@ The environment is what the kubelet would build: the ConfigMap of envFrom, the l
 env entries, secretKeyRef values decoded from the rendered Secret, INSTANCE_ID from a
 made-up pod name, and Secret volumes written to files (JWT_PUBLIC_KEY_FILE is moved into
 the work dir). LISTEN_ADDR and ADMIN_LISTEN_ADDR are moved to free 127.0.0.1 ports;
-REDIS_URL is kept, so a cluster host name that does not resolve here shows that the gateway
-starts without Redis.
+REDIS_URL's host becomes a closed loopback port (the gateway must start without Redis), and
+JWT_JWKS_URL an empty key set served on loopback (the gateway must fetch it). Nothing is
+sent off the machine.
 
 Checks: the binary accepts every setting (an invalid one stops it at start-up), /live and
 /ready answer 200 on the port the probes use, and SIGTERM makes it exit 0 within
@@ -20,16 +21,51 @@ starts is signalled; all traffic goes to 127.0.0.1.
 
 import argparse
 import base64
+import http.server
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import threading
 import urllib.request
 
 import yaml
+
+
+def closed_port():
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JwksServer:
+    """An empty JSON Web Key Set on 127.0.0.1; counts the GETs the gateway makes."""
+
+    def __init__(self):
+        outer = self
+        self.gets = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.gets += 1
+                body = b'{"keys": []}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
 def main():
@@ -71,18 +107,38 @@ def main():
         elif "secretKeyRef" in e.get("valueFrom", {}):
             ref = e["valueFrom"]["secretKeyRef"]
             env[e["name"]] = secret_value(ref["name"], ref["key"])
-    # Secret volumes -> files under the work dir, and paths in env rewritten to them.
+    # Secret and projected volumes -> files under the work dir (as the kubelet writes them:
+    # the value as is), and paths in env rewritten to them.
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     for m in c.get("volumeMounts", []):
         v = vols[m["name"]]
         if "secret" in v:
-            for item in v["secret"].get("items", []):
+            sources = [(v["secret"]["secretName"], v["secret"].get("items", []))]
+        else:
+            sources = [(src["secret"]["name"], src["secret"].get("items", []))
+                       for src in v.get("projected", {}).get("sources", []) if "secret" in src]
+        for secret_name, items in sources:
+            for item in items:
                 local = os.path.join(wd, "mnt", m["mountPath"].strip("/"), item["path"])
                 os.makedirs(os.path.dirname(local), exist_ok=True)
-                open(local, "w").write(secret_value(v["secret"]["secretName"], item["key"]))
+                open(local, "w").write(secret_value(secret_name, item["key"]))
                 for k, val in env.items():
                     if val == os.path.join(m["mountPath"], item["path"]):
                         env[k] = local
+    for k in ("JWT_SECRET_FILE", "JWT_PUBLIC_KEY_FILE", "REDIS_PASSWORD_FILE"):
+        if k in env:
+            assert env[k].startswith(wd), f"{k}={env[k]} is not a file of a mounted Secret volume"
+
+    # No traffic leaves the machine: REDIS_URL's host becomes a closed loopback port (the
+    # gateway must start and answer its probes without Redis), and JWT_JWKS_URL a key set
+    # served here on loopback (the gateway allows http:// for a loopback host only).
+    if "REDIS_URL" in env:
+        env["REDIS_URL"] = re.sub(r"^([a-z-]+://(?:[^@/]*@)?)[^/?]+", lambda m: m.group(1) + f"127.0.0.1:{closed_port()}",
+                                  env["REDIS_URL"])
+    jwks = None
+    if "JWT_JWKS_URL" in env:
+        jwks = JwksServer()
+        env["JWT_JWKS_URL"] = jwks.url
 
     port_by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert env.get("LISTEN_ADDR", "0.0.0.0:8000").rsplit(":", 1)[1] == str(port_by_name["http"]), \
@@ -103,7 +159,8 @@ def main():
     elif a.admin_split:
         print("  FAIL --admin-split, but the render sets no ADMIN_LISTEN_ADDR")
         return 1
-    shown = {k: ("***" if k in ("JWT_SECRET", "REDIS_URL") else v) for k, v in sorted(env.items()) if k != "PATH"}
+    shown = {k: ("***" if k == "JWT_SECRET" else re.sub(r":[^:@/]*@", ":***@", v) if k == "REDIS_URL" else v)
+             for k, v in sorted(env.items()) if k != "PATH"}
     print(f"  env: {shown}")
 
     log = open(os.path.join(wd, "wsgate.log"), "w")
@@ -138,6 +195,12 @@ def main():
                 assert on_admin == 200, f"admin port GET {path}: {on_admin} (want 200)"
                 assert on_public not in (200, None), f"public port GET {path}: {on_public} (want it refused)"
                 print(f"  ok   {path}: admin port 200, public port {on_public}")
+        if jwks:
+            deadline = time.time() + 10
+            while jwks.gets == 0 and time.time() < deadline:
+                time.sleep(0.1)
+            assert jwks.gets > 0, "the gateway never fetched JWT_JWKS_URL"
+            print(f"  ok   JWT_JWKS_URL fetched ({jwks.gets} GET)")
         drain_ms = int(env.get("DRAIN_TIMEOUT_MS", "10000"))
         t0 = time.time()
         proc.send_signal(signal.SIGTERM)

@@ -346,11 +346,16 @@ def cmd_manifests(manifest_path, expect_uid):
             ok = ext or ref["key"] in (secrets[ref["name"]].get("data") or {})
             check(ok, f"env {name}: Secret {ref['name']} key {ref['key']} "
                       + ("(an existing Secret, not rendered)" if ext else "is rendered"))
-    check(("JWT_SECRET" in env) != ("JWT_PUBLIC_KEY_FILE" in env), "exactly one of JWT_SECRET / JWT_PUBLIC_KEY_FILE")
-    if "JWT_PUBLIC_KEY_FILE" in env:
-        path = env["JWT_PUBLIC_KEY_FILE"]["value"]
-        mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
-        check(any(path.startswith(mp.rstrip("/") + "/") for mp in mounts), f"JWT_PUBLIC_KEY_FILE {path} is mounted")
+    key_settings = [k for k in ("JWT_SECRET", "JWT_SECRET_FILE", "JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL") if k in env]
+    check(len(key_settings) == 1 and key_settings != ["JWT_SECRET"],
+          f"exactly one key source, and never JWT_SECRET in the environment ({key_settings})")
+    mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+    for k in ("JWT_SECRET_FILE", "JWT_PUBLIC_KEY_FILE", "REDIS_PASSWORD_FILE"):
+        if k in env:
+            path = env[k]["value"]
+            check(any(path.startswith(mp.rstrip("/") + "/") for mp in mounts), f"{k} {path} is mounted")
+    if "JWT_JWKS_URL" in env:
+        check(env["JWT_JWKS_URL"]["value"].startswith("https://"), f"JWT_JWKS_URL is https:// ({env['JWT_JWKS_URL']['value']})")
     for forbidden in ("REDIS_URL", "JWT_SECRET", "INSTANCE_ID", "ADMIN_LISTEN_ADDR"):
         check(forbidden not in env_from_cm, f"{forbidden} not in the ConfigMap")
 

@@ -503,6 +503,30 @@ c_admin_listener() {
   echo "  (default values: DEMO_PAGE=false; --set config.DEMO_PAGE=true turns it on)"
 }
 
+JWKS_URL=https://auth.example.com/.well-known/jwks.json
+
+# Key sources: the HS256 secret as a mounted file (JWT_SECRET_FILE), an existing Secret, the
+# JWKS mode, and the refusal of two sources at once, naming both.
+c_auth_sources() {
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" >"$WORK/auth.yaml"
+  "$PY" deploy/chart_asserts.py auth-file "$WORK/auth.yaml"
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" --set auth.existingSecret=my-keys >"$WORK/auth.yaml"
+  "$PY" deploy/chart_asserts.py auth-file "$WORK/auth.yaml" my-keys
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" --set auth.jwks.url=$JWKS_URL --set auth.jwks.refreshSecs=120 >"$WORK/auth.yaml"
+  "$PY" deploy/chart_asserts.py auth-jwks "$WORK/auth.yaml" "$JWKS_URL" 120
+  local pem=$CHART/ci/autoscaling-external-redis-values.yaml
+  expect_fail "auth.jwtSecret and auth.jwks.url" --set auth.jwtSecret=0123456789abcdef0123456789abcdef --set auth.jwks.url=$JWKS_URL
+  expect_fail "auth.jwtSecret and auth.jwtPublicKey" -f "$pem" --set auth.jwtSecret=0123456789abcdef0123456789abcdef
+  expect_fail "auth.jwtPublicKey and auth.jwks.url" -f "$pem" --set auth.jwks.url=$JWKS_URL
+  expect_fail "auth.jwks.url and auth.existingSecret" --set auth.existingSecret=my-keys --set auth.jwks.url=$JWKS_URL
+  expect_fail "auth.mode=secret and auth.jwks.url" --set auth.mode=secret --set auth.jwks.url=$JWKS_URL
+  expect_fail "extraEnv JWT_SECRET and auth.jwks.url" --set auth.jwks.url=$JWKS_URL --set 'extraEnv[0].name=JWT_SECRET' --set 'extraEnv[0].value=x'
+  expect_fail "extraEnv JWT_PUBLIC_KEY_FILE and a generated HS256 secret" --set 'extraEnv[0].name=JWT_PUBLIC_KEY_FILE' --set 'extraEnv[0].value=/k.pem'
+  expect_fail "config.JWT_JWKS_URL is set by the chart" --set config.JWT_JWKS_URL=$JWKS_URL
+  expect_fail "auth.jwtSecret is 10 bytes" --set auth.jwtSecret=0123456789
+  expect_fail "auth.jwks.url must be an https:// URL" --set auth.jwks.url=http://auth.example.com/jwks
+}
+
 c_kube_validate() {
   local versions=("$@")
   local args=()
@@ -569,16 +593,19 @@ check "helm template ($CI_HPA, Kubernetes 1.30)" "renders the HPA / external Red
   render hpa -f "$CI_HPA" --kube-version 1.30.0
 check "helm template: kubeVersion floor" "renders for Kubernetes 1.23 (Chart.yaml kubeVersion >=1.23)" \
   render floor --kube-version 1.23.0
+check "helm template (JWKS mode)" "renders with auth.jwks.url instead of a secret" \
+  render jwks --set auth.jwks.url=https://auth.example.com/.well-known/jwks.json --set auth.jwks.refreshSecs=120
 check "helm: NOTES.txt" "NOTES.txt renders for every values file and explains how to check /ws/stats on the admin Service" c_notes
 check "helm: no default image" "without image.repository the chart refuses to render and says how to build and push one" c_image_required
 check "helm: admin listener" "ADMIN_LISTEN_ADDR + admin port, internal admin Service, ServiceMonitor on admin, Ingress on the public port, DEMO_PAGE off by default" c_admin_listener
+check "helm: JWT key sources" "JWT_SECRET_FILE from a mounted Secret (the chart's or existingSecret), JWKS mode, and two key sources refused naming both" c_auth_sources
 check "helm: value guards" "the chart refuses broken combinations with a message, and accepts the legitimate ones" c_helm_guards
 
 # Each render is validated against the schemas of the Kubernetes versions it was rendered
 # for: helm's default (1.32) and the HPA render (1.30) use the sleep preStop action, which
 # older schemas do not have; the kubeVersion floor render (1.23, exec preStop) is checked
 # against the oldest schemas there are.
-for RENDER in default multi hpa floor; do
+for RENDER in default multi hpa floor jwks; do
   case $RENDER in
     floor) versions=("$KUBE_OLDEST") ;;
     *) versions=(1.30 "$KUBE_NEWEST") ;;

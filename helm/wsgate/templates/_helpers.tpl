@@ -105,15 +105,58 @@ Name of the Secret holding the JWT key: auth.existingSecret, else the chart's Se
 {{- end }}
 
 {{/*
+The key sources set in the values, by name, in a fixed order.
+*/}}
+{{- define "wsgate.authSources" -}}
+{{- $s := list }}
+{{- if .Values.auth.jwtSecret }}{{ $s = append $s "auth.jwtSecret" }}{{ end }}
+{{- if .Values.auth.jwtPublicKey }}{{ $s = append $s "auth.jwtPublicKey" }}{{ end }}
+{{- if .Values.auth.jwks.url }}{{ $s = append $s "auth.jwks.url" }}{{ end }}
+{{- if .Values.auth.existingSecret }}{{ $s = append $s "auth.existingSecret" }}{{ end }}
+{{- join "," $s }}
+{{- end }}
+
+{{/*
+The auth mode in force: auth.mode when set, else the one the source implies (secret when
+there is none: the chart generates it).
+*/}}
+{{- define "wsgate.authMode" -}}
+{{- if .Values.auth.mode }}{{ .Values.auth.mode }}
+{{- else if .Values.auth.jwtPublicKey }}publicKey
+{{- else if .Values.auth.jwks.url }}jwks
+{{- else }}secret
+{{- end }}
+{{- end }}
+
+{{/*
 The key in that Secret for the chosen auth mode.
 */}}
 {{- define "wsgate.authSecretKey" -}}
-{{- if eq .Values.auth.mode "publicKey" }}
+{{- if eq (include "wsgate.authMode" .) "publicKey" }}
 {{- .Values.auth.existingSecretKeys.jwtPublicKey }}
 {{- else }}
 {{- .Values.auth.existingSecretKeys.jwtSecret }}
 {{- end }}
 {{- end }}
+
+{{/*
+The sources of the gateway's projected "secrets" volume (empty when it needs no file).
+*/}}
+{{- define "wsgate.secretVolumeSources" -}}
+{{- $mode := include "wsgate.authMode" . }}
+{{- if ne $mode "jwks" }}
+- secret:
+    name: {{ include "wsgate.authSecretName" . }}
+    items:
+      - key: {{ include "wsgate.authSecretKey" . }}
+        path: {{ if eq $mode "publicKey" }}jwt-public-key.pem{{ else }}jwt-secret{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the gateway reads its secret files: one projected volume of Secret items.
+*/}}
+{{- define "wsgate.secretsDir" -}}/etc/wsgate/secrets{{- end }}
 
 {{/*
 Whether the gateway gets a REDIS_URL at all: "true" or "".
@@ -194,11 +237,38 @@ Deployment, so `helm template`/`helm install` fail with a message instead.
 {{- if not .Values.image.repository }}
 {{- fail (printf "image.repository is not set: wsgate publishes no image. Build one from the repository's Dockerfile and push it to your registry, e.g. `docker build -t registry.example.com/wsgate:%s . && docker push registry.example.com/wsgate:%s`, then `--set image.repository=registry.example.com/wsgate` (the tag defaults to the chart's appVersion; image.digest pins a digest). See deploy/README.md, The image." .Chart.AppVersion .Chart.AppVersion) }}
 {{- end }}
-{{- if not (has .Values.auth.mode (list "secret" "publicKey")) }}
-{{- fail (printf "auth.mode must be \"secret\" or \"publicKey\", got %q" .Values.auth.mode) }}
+{{- if not (has .Values.auth.mode (list "" "secret" "publicKey" "jwks")) }}
+{{- fail (printf "auth.mode must be \"\" (from the source set), \"secret\", \"publicKey\" or \"jwks\", got %q" .Values.auth.mode) }}
 {{- end }}
-{{- if and (eq .Values.auth.mode "publicKey") (not .Values.auth.existingSecret) (not .Values.auth.jwtPublicKey) }}
+{{- $sources := splitList "," (include "wsgate.authSources" .) | compact }}
+{{- if gt (len $sources) 1 }}
+{{- fail (printf "two JWT key sources are set: %s. The gateway verifies tokens with exactly one key source (JWT_SECRET_FILE, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL): keep one of them" (join " and " $sources)) }}
+{{- end }}
+{{- $mode := include "wsgate.authMode" . }}
+{{- $source := default "a generated HS256 secret" (first $sources) }}
+{{- $fits := dict "secret" (list "auth.jwtSecret" "auth.existingSecret" "a generated HS256 secret") "publicKey" (list "auth.jwtPublicKey" "auth.existingSecret") "jwks" (list "auth.jwks.url") }}
+{{- if not (has $source (index $fits $mode)) }}
+{{- if and (eq $mode "publicKey") (eq $source "a generated HS256 secret") }}
 {{- fail "auth.mode=publicKey needs auth.jwtPublicKey (a PEM) or auth.existingSecret" }}
+{{- else if and (eq $mode "jwks") (eq $source "a generated HS256 secret") }}
+{{- fail "auth.mode=jwks needs auth.jwks.url" }}
+{{- else }}
+{{- fail (printf "two JWT key sources are set: auth.mode=%s and %s. Keep one: drop auth.mode (it follows the source) or the other value" $mode $source) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.auth.jwtSecret (lt (len .Values.auth.jwtSecret) 32) }}
+{{- fail (printf "auth.jwtSecret is %d bytes: the gateway refuses HS256 secrets shorter than 32 bytes (generate one with: openssl rand -base64 48)" (len .Values.auth.jwtSecret)) }}
+{{- end }}
+{{- if and .Values.auth.jwks.url (not (hasPrefix "https://" .Values.auth.jwks.url)) }}
+{{- fail (printf "auth.jwks.url must be an https:// URL (keys fetched in plain text can be replaced on the way), got %q" .Values.auth.jwks.url) }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if has .name (list "JWT_SECRET" "JWT_SECRET_FILE" "JWT_PUBLIC_KEY_FILE" "JWT_JWKS_URL") }}
+{{- fail (printf "two JWT key sources are set: extraEnv %s and %s. Set the key through the auth values only" .name $source) }}
+{{- end }}
+{{- if has .name (list "REDIS_URL" "REDIS_PASSWORD_FILE" "ADMIN_LISTEN_ADDR" "INSTANCE_ID" "JWKS_REFRESH_SECS" "JWKS_MIN_REFETCH_SECS") }}
+{{- fail (printf "extraEnv %s is set by the chart: use the redis, auth and service values" .name) }}
+{{- end }}
 {{- end }}
 {{- if not (has .Values.lifecycle.preStopMode (list "auto" "exec" "sleepAction")) }}
 {{- fail (printf "lifecycle.preStopMode must be \"auto\", \"exec\" or \"sleepAction\", got %q" .Values.lifecycle.preStopMode) }}
@@ -210,7 +280,7 @@ Deployment, so `helm template`/`helm install` fail with a message instead.
 {{- if or (lt $adminPort 1) (gt $adminPort 65535) (eq $adminPort 8000) }}
 {{- fail (printf "service.adminPort must be a port other than 8000 (the public listener's), got %v" .Values.service.adminPort) }}
 {{- end }}
-{{- range $k := list "REDIS_URL" "JWT_SECRET" "JWT_PUBLIC_KEY_FILE" "INSTANCE_ID" "ADMIN_LISTEN_ADDR" }}
+{{- range $k := list "REDIS_URL" "REDIS_PASSWORD_FILE" "JWT_SECRET" "JWT_SECRET_FILE" "JWT_PUBLIC_KEY_FILE" "JWT_JWKS_URL" "JWKS_REFRESH_SECS" "JWKS_MIN_REFETCH_SECS" "INSTANCE_ID" "ADMIN_LISTEN_ADDR" }}
 {{- if hasKey $.Values.config $k }}
 {{- fail (printf "config.%s is set by the chart: use the redis/auth values and service.adminPort (and leave INSTANCE_ID to the pod name)" $k) }}
 {{- end }}
