@@ -8,6 +8,15 @@ feature must look like (check_static.py manifests covers every render more broad
   chart_asserts.py auth-file MANIFESTS.yaml [SECRET]
                                               the HS256 secret as a mounted file (JWT_SECRET_FILE),
                                               from the Secret named SECRET (default: the chart's)
+  chart_asserts.py redis-password MANIFESTS.yaml [SECRET]
+                                              the bundled Redis requires a password, which the
+                                              gateway reads from a file (REDIS_PASSWORD_FILE)
+  chart_asserts.py netpol MANIFESTS.yaml      NetworkPolicies: Redis from the gateway only, the
+                                              admin port from the named peers, public from anywhere
+  chart_asserts.py no-netpol MANIFESTS.yaml   no NetworkPolicy rendered
+  chart_asserts.py no-secret-checksum MANIFESTS.yaml [TOKEN]
+                                              no pod annotation derived from Secret content;
+                                              rollout/token = TOKEN when given
   chart_asserts.py auth-jwks MANIFESTS.yaml URL REFRESH
                                               JWT_JWKS_URL/JWKS_REFRESH_SECS, no secret key at all
 
@@ -149,9 +158,102 @@ def auth_jwks(by, url, refresh):
     check(not keys, f"no JWT key in any rendered Secret ({keys})")
 
 
+def redis_password(by, secret_name=None):
+    import base64
+    dep, pod, c = container(by)
+    name = dep["metadata"]["name"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    url = env.get("REDIS_URL", {}).get("value")
+    check(url == f"redis://{name}-redis:6379", f"REDIS_URL={url} (the bundled Service, no password in it)")
+    path = env.get("REDIS_PASSWORD_FILE", {}).get("value", "")
+    src = mounted_file(pod, c, path)
+    want = secret_name or name
+    check(src is not None and src[0] == want, f"REDIS_PASSWORD_FILE {path!r} is mounted from Secret {src} (want {want})")
+    rd = by["Deployment"].get(f"{name}-redis")
+    check(rd is not None, f"bundled Redis Deployment {name}-redis")
+    if not rd:
+        return
+    rc = rd["spec"]["template"]["spec"]["containers"][0]
+    cmd = " ".join(rc.get("command", []) + rc.get("args", []))
+    check("--requirepass" in cmd, "bundled Redis runs with --requirepass")
+    renv = {e["name"]: e for e in rc.get("env", [])}
+    ref = renv.get("REDIS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    check(src is not None and (ref.get("name"), ref.get("key")) == tuple(src),
+          f"Redis's requirepass and the gateway's file come from the same Secret key ({ref})")
+    probe = renv.get("REDISCLI_AUTH", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    check(bool(ref) and probe == ref, "the readiness probe's redis-cli authenticates (REDISCLI_AUTH)")
+    if src and src[0] in by.get("Secret", {}):
+        pw = base64.b64decode(by["Secret"][src[0]]["data"][src[1]]).decode()
+        check(len(pw) >= 32, f"the rendered Redis password is {len(pw)} characters (a generated one is 32)")
+
+
+def policies(by):
+    return list(by.get("NetworkPolicy", {}).values())
+
+
+def netpol(by):
+    dep, pod, c = container(by)
+    name = dep["metadata"]["name"]
+    gw_labels = dep["spec"]["selector"]["matchLabels"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    nps = policies(by)
+    gw = [n for n in nps if n["spec"]["podSelector"].get("matchLabels") == gw_labels]
+    check(len(gw) == 1, f"one NetworkPolicy selects the gateway pods ({[n['metadata']['name'] for n in gw]})")
+    if gw:
+        spec = gw[0]["spec"]
+        check(spec.get("policyTypes") == ["Ingress"], f"gateway policy restricts ingress ({spec.get('policyTypes')})")
+        rules = spec.get("ingress", [])
+        by_port = {}
+        for r in rules:
+            for p in r.get("ports", []):
+                by_port.setdefault(p["port"], []).append(r)
+        pub = by_port.get(ports["http"], [])
+        check(len(pub) == 1 and "from" not in pub[0], f"public port {ports['http']}: from anywhere (the ingress controller)")
+        adm = by_port.get(ports["admin"], [])
+        check(len(adm) == 1 and bool(adm[0].get("from")),
+              f"admin port {ports['admin']}: only from the named peers ({adm[0].get('from') if adm else None})")
+        check(all(r.get("ports") for r in rules), "every gateway rule names its ports (no rule opens all ports)")
+        check(set(by_port) == {ports["http"], ports["admin"]}, f"no other port is opened ({sorted(by_port)})")
+    rd = by.get("Deployment", {}).get(f"{name}-redis")
+    if rd:
+        rl = rd["spec"]["selector"]["matchLabels"]
+        rp = [n for n in nps if n["spec"]["podSelector"].get("matchLabels") == rl]
+        check(len(rp) == 1, "one NetworkPolicy selects the bundled Redis")
+        if rp:
+            spec = rp[0]["spec"]
+            rules = spec.get("ingress", [])
+            froms = [f for r in rules for f in r.get("from", [])]
+            check(spec.get("policyTypes") == ["Ingress"] and len(rules) == 1
+                  and froms == [{"podSelector": {"matchLabels": gw_labels}}]
+                  and [p["port"] for p in rules[0].get("ports", [])] == [6379],
+                  f"Redis accepts only the gateway pods, on 6379 ({rules})")
+
+
+def no_netpol(by):
+    check(not policies(by), f"no NetworkPolicy ({[n['metadata']['name'] for n in policies(by)]})")
+
+
+def no_secret_checksum(by, token=None):
+    import re
+    for d in by.get("Deployment", {}).values():
+        ann = d["spec"]["template"]["metadata"].get("annotations") or {}
+        bad = [k for k in ann if "secret" in k.lower()]
+        check(not bad, f"{d['metadata']['name']}: no secret checksum annotation ({bad})")
+        hashes = [k for k, v in ann.items() if re.fullmatch(r"[0-9a-f]{64}", str(v)) and k != "checksum/config"]
+        check(not hashes, f"{d['metadata']['name']}: no other hash-like annotation ({hashes})")
+        if token is not None:
+            check(ann.get("rollout/token") == token, f"{d['metadata']['name']}: rollout/token={ann.get('rollout/token')!r}")
+
+
 def main():
     cmd, path = sys.argv[1], sys.argv[2]
     by = load(path)
+    extra = sys.argv[3:]
+    simple = {"redis-password": lambda: redis_password(by, *extra), "netpol": lambda: netpol(by),
+              "no-netpol": lambda: no_netpol(by), "no-secret-checksum": lambda: no_secret_checksum(by, *extra)}
+    if cmd in simple:
+        simple[cmd]()
+        sys.exit(1 if FAILED else 0)
     if cmd == "auth-file":
         auth_file(by, sys.argv[3] if len(sys.argv) > 3 else None)
         sys.exit(1 if FAILED else 0)

@@ -2,7 +2,7 @@
 """Start the real wsgate binary with exactly the environment a rendered Helm chart gives
 its container, and check it comes up and drains.
 
-  chart_env_smoke.py --wsgate BIN --workdir DIR [--admin-split] MANIFESTS.yaml
+  chart_env_smoke.py --wsgate BIN --workdir DIR [--admin-split] [--redis-server BIN] MANIFESTS.yaml
 
 The environment is what the kubelet would build: the ConfigMap of envFrom, the literal
 env entries, secretKeyRef values decoded from the rendered Secret, INSTANCE_ID from a
@@ -10,7 +10,10 @@ made-up pod name, and Secret volumes written to files (JWT_PUBLIC_KEY_FILE is mo
 the work dir). LISTEN_ADDR and ADMIN_LISTEN_ADDR are moved to free 127.0.0.1 ports;
 REDIS_URL's host becomes a closed loopback port (the gateway must start without Redis), and
 JWT_JWKS_URL an empty key set served on loopback (the gateway must fetch it). Nothing is
-sent off the machine.
+sent off the machine. With --redis-server and a render that has the bundled Redis, a real
+redis-server on loopback stands in for it, with the requirepass the rendered Redis gets
+from the Secret; REDIS_URL then points there and the gateway must connect (/health
+redis.state "connected"), authenticating with its REDIS_PASSWORD_FILE.
 
 Checks: the binary accepts every setting (an invalid one stops it at start-up), /live and
 /ready answer 200 on the port the probes use, and SIGTERM makes it exit 0 within
@@ -74,6 +77,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--admin-split", action="store_true",
                     help="check that ADMIN_LISTEN_ADDR takes the operators' endpoints off LISTEN_ADDR")
+    ap.add_argument("--redis-server", help="stand in for the bundled Redis with this redis-server")
     ap.add_argument("manifests")
     a = ap.parse_args()
     # Stopped from outside (e.g. by `timeout`): still run the clean-up below.
@@ -132,7 +136,21 @@ def main():
     # No traffic leaves the machine: REDIS_URL's host becomes a closed loopback port (the
     # gateway must start and answer its probes without Redis), and JWT_JWKS_URL a key set
     # served here on loopback (the gateway allows http:// for a loopback host only).
-    if "REDIS_URL" in env:
+    redis_proc, redis_port = None, None
+    bundled = by.get(("Deployment", f"{dep['metadata']['name']}-redis"))
+    if a.redis_server and bundled and "REDIS_URL" in env:
+        rc = bundled["spec"]["template"]["spec"]["containers"][0]
+        renv = {e["name"]: e for e in rc.get("env", [])}
+        ref = renv["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        redis_port = closed_port()
+        redis_proc = subprocess.Popen(
+            [a.redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--requirepass", secret_value(ref["name"], ref["key"])],
+            stdout=open(os.path.join(wd, "redis.log"), "w"), stderr=subprocess.STDOUT, cwd=wd)
+        env["REDIS_URL"] = re.sub(r"^([a-z-]+://(?:[^@/]*@)?)[^/?]+", lambda m: m.group(1) + f"127.0.0.1:{redis_port}",
+                                  env["REDIS_URL"])
+        print(f"  --   bundled Redis stood in for by redis-server on 127.0.0.1:{redis_port} with the rendered requirepass")
+    elif "REDIS_URL" in env:
         env["REDIS_URL"] = re.sub(r"^([a-z-]+://(?:[^@/]*@)?)[^/?]+", lambda m: m.group(1) + f"127.0.0.1:{closed_port()}",
                                   env["REDIS_URL"])
     jwks = None
@@ -195,6 +213,24 @@ def main():
                 assert on_admin == 200, f"admin port GET {path}: {on_admin} (want 200)"
                 assert on_public not in (200, None), f"public port GET {path}: {on_public} (want it refused)"
                 print(f"  ok   {path}: admin port 200, public port {on_public}")
+        if redis_proc:
+            import json
+            deadline, state = time.time() + 15, None
+            while time.time() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port or port}/health", timeout=2) as r:
+                        state = json.loads(r.read())["redis"]["state"]
+                except (OSError, ValueError, KeyError):
+                    try:  # a binary without the admin listener serves /health on the public port
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                            state = json.loads(r.read())["redis"]["state"]
+                    except (OSError, ValueError, KeyError):
+                        pass
+                if state == "connected":
+                    break
+                time.sleep(0.2)
+            assert state == "connected", f"the gateway did not authenticate to the password-protected Redis (state {state})"
+            print("  ok   connected to the password-protected Redis with REDIS_PASSWORD_FILE (/health: connected)")
         if jwks:
             deadline = time.time() + 10
             while jwks.gets == 0 and time.time() < deadline:
@@ -217,6 +253,13 @@ def main():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if redis_proc is not None:
+            redis_proc.terminate()
+            try:
+                redis_proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                redis_proc.kill()
+                redis_proc.wait()
 
 
 if __name__ == "__main__":

@@ -527,6 +527,32 @@ c_auth_sources() {
   expect_fail "auth.jwks.url must be an https:// URL" --set auth.jwks.url=http://auth.example.com/jwks
 }
 
+# The review's findings: the bundled Redis had no password and nothing kept other pods from
+# it (any pod could publish forged events to every browser); pod metadata carried a SHA-256
+# of the Secret.
+c_redis_netpol() {
+  local t="$WORK/sec.yaml"
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" >"$t"
+  "$PY" deploy/chart_asserts.py redis-password "$t"
+  "$PY" deploy/chart_asserts.py netpol "$t"
+  "$PY" deploy/chart_asserts.py no-secret-checksum "$t"
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" --set redis.existingPasswordSecret=my-redis >"$t"
+  "$PY" deploy/chart_asserts.py redis-password "$t" my-redis
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" -f "$CI_MULTI" --set rolloutToken=2026-12-08 >"$t"
+  "$PY" deploy/chart_asserts.py no-secret-checksum "$t" 2026-12-08
+  "$PY" deploy/chart_asserts.py netpol "$t"
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" --set networkPolicy.enabled=false >"$t"
+  "$PY" deploy/chart_asserts.py no-netpol "$t"
+  # an external Redis with a password of its own: the file, and never two passwords
+  "$HELM" template wsgate "$CHART" --namespace wsgate "${IMG[@]}" --set redis.enabled=false \
+    --set redis.url=rediss://wsgate@redis.example.internal:6380 --set redis.password=an-external-password >"$t"
+  grep -q 'name: REDIS_PASSWORD_FILE' "$t"
+  echo "  ok   external Redis + redis.password -> REDIS_PASSWORD_FILE"
+  expect_fail "redis.url carries a password and redis.password" --set redis.enabled=false \
+    --set redis.url=redis://:pw@redis.example.internal:6379 --set redis.password=another
+  expect_fail "redis.url and redis.enabled" --set redis.url=redis://redis.example.internal:6379
+}
+
 c_kube_validate() {
   local versions=("$@")
   local args=()
@@ -578,7 +604,9 @@ c_admin_split() {
 
 c_chart_env() {
   [ -n "$WSGATE" ] || { echo "no wsgate binary, and cargo build -p wsgate failed (see above)"; exit 1; }
-  timeout 60 "$PY" deploy/chart_env_smoke.py --wsgate "$WSGATE" --workdir "$WORK/env-$RENDER" "$WORK/render-$RENDER.yaml"
+  [ -n "$REDIS_SERVER" ] || { echo "no redis-server, and apt-get install redis-server failed (see above)"; exit 1; }
+  timeout 60 "$PY" deploy/chart_env_smoke.py --wsgate "$WSGATE" --redis-server "$REDIS_SERVER" \
+    --workdir "$WORK/env-$RENDER" "$WORK/render-$RENDER.yaml"
 }
 
 check "k8s_validate.py: no schema is a failure" \
@@ -599,6 +627,7 @@ check "helm: NOTES.txt" "NOTES.txt renders for every values file and explains ho
 check "helm: no default image" "without image.repository the chart refuses to render and says how to build and push one" c_image_required
 check "helm: admin listener" "ADMIN_LISTEN_ADDR + admin port, internal admin Service, ServiceMonitor on admin, Ingress on the public port, DEMO_PAGE off by default" c_admin_listener
 check "helm: JWT key sources" "JWT_SECRET_FILE from a mounted Secret (the chart's or existingSecret), JWKS mode, and two key sources refused naming both" c_auth_sources
+check "helm: Redis password, NetworkPolicies, no secret checksum" "the bundled Redis requires a password (REDIS_PASSWORD_FILE for the gateway), NetworkPolicies on by default, no pod annotation derived from Secret content" c_redis_netpol
 check "helm: value guards" "the chart refuses broken combinations with a message, and accepts the legitimate ones" c_helm_guards
 
 # Each render is validated against the schemas of the Kubernetes versions it was rendered
@@ -617,7 +646,7 @@ for RENDER in default multi hpa floor jwks; do
     "probes /live + /ready, INSTANCE_ID from the pod name, grace > preStop + drain, securityContext, uid = image USER, Secret/ConfigMap/Service/Ingress/PDB/HPA/ServiceMonitor references" \
     c_manifests
   check "wsgate with the $RENDER render's environment" \
-    "the binary accepts every setting the chart gives it, answers the probes, and exits 0 on SIGTERM within DRAIN_TIMEOUT_MS" \
+    "the binary accepts every setting the chart gives it (key and Redis password files included), answers the probes, connects to a password-protected stand-in for the bundled Redis, and exits 0 on SIGTERM within DRAIN_TIMEOUT_MS" \
     c_chart_env
 done
 

@@ -151,6 +151,13 @@ The sources of the gateway's projected "secrets" volume (empty when it needs no 
       - key: {{ include "wsgate.authSecretKey" . }}
         path: {{ if eq $mode "publicKey" }}jwt-public-key.pem{{ else }}jwt-secret{{ end }}
 {{- end }}
+{{- if include "wsgate.redisHasPassword" . }}
+- secret:
+    name: {{ include "wsgate.redisPasswordSecretName" . }}
+    items:
+      - key: {{ include "wsgate.redisPasswordSecretKey" . }}
+        path: redis-password
+{{- end }}
 {{- end }}
 
 {{/*
@@ -186,17 +193,46 @@ redis-url
 {{- end }}
 
 {{/*
-REDIS_URL for the chart's own Secret: the bundled Redis's Service, or redis.url.
+REDIS_URL for the chart's own Secret (redis.url). The bundled Redis's URL carries no
+password and is a plain env value (wsgate.redisBundledUrl).
 */}}
 {{- define "wsgate.redisUrl" -}}
-{{- if .Values.redis.enabled }}
-{{- if .Values.redis.password }}
-{{- printf "redis://:%s@%s:6379" (.Values.redis.password | urlquery) (include "wsgate.redis.fullname" .) }}
-{{- else }}
+{{- .Values.redis.url }}
+{{- end }}
+
+{{- define "wsgate.redisBundledUrl" -}}
 {{- printf "redis://%s:6379" (include "wsgate.redis.fullname" .) }}
 {{- end }}
+
+{{/*
+Whether the gateway gets REDIS_PASSWORD_FILE: "true" or "". Always for the bundled Redis.
+*/}}
+{{- define "wsgate.redisHasPassword" -}}
+{{- if or .Values.redis.enabled (and (include "wsgate.redisConfigured" .) (or .Values.redis.password .Values.redis.existingPasswordSecret)) }}true{{ end }}
+{{- end }}
+
+{{- define "wsgate.redisPasswordSecretName" -}}
+{{- default (include "wsgate.fullname" .) .Values.redis.existingPasswordSecret }}
+{{- end }}
+
+{{- define "wsgate.redisPasswordSecretKey" -}}
+{{- if .Values.redis.existingPasswordSecret }}{{ .Values.redis.existingPasswordSecretKey }}{{ else }}redis-password{{ end }}
+{{- end }}
+
+{{/*
+The Redis password the chart stores: redis.password, else the one already in the cluster
+(so upgrades keep it), else a new random one.
+*/}}
+{{- define "wsgate.redisPasswordValue" -}}
+{{- if .Values.redis.password }}
+{{- .Values.redis.password }}
 {{- else }}
-{{- .Values.redis.url }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "wsgate.fullname" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data "redis-password") }}
+{{- index $existing.data "redis-password" | b64dec }}
+{{- else }}
+{{- randAlphaNum 32 }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -284,6 +320,15 @@ Deployment, so `helm template`/`helm install` fail with a message instead.
 {{- if hasKey $.Values.config $k }}
 {{- fail (printf "config.%s is set by the chart: use the redis/auth values and service.adminPort (and leave INSTANCE_ID to the pod name)" $k) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.redis.enabled (or .Values.redis.url .Values.redis.existingSecret) }}
+{{- fail (printf "redis.url and redis.enabled are both set (%s): the bundled Redis or an external one, not both. For an external Redis set redis.enabled=false" (ternary "redis.url" "redis.existingSecret" (not (empty .Values.redis.url)))) }}
+{{- end }}
+{{- if and .Values.redis.password .Values.redis.existingPasswordSecret }}
+{{- fail "redis.password and redis.existingPasswordSecret are both set: keep one" }}
+{{- end }}
+{{- if and (include "wsgate.redisHasPassword" .) .Values.redis.url (regexMatch "^[a-z-]+://[^/@]*:[^/@]*@" .Values.redis.url) }}
+{{- fail (printf "redis.url carries a password and redis.%s gives one too: the gateway refuses two (REDIS_PASSWORD_FILE with a URL that has a password). Keep one" (ternary "password" "existingPasswordSecret" (not (empty .Values.redis.password)))) }}
 {{- end }}
 {{- $replicas := int .Values.replicaCount }}
 {{- if .Values.autoscaling.enabled }}
