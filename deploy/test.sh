@@ -340,12 +340,54 @@ c_compose_static() {
   "$PY" deploy/check_static.py compose "$resolved"
 }
 
+# The gateways' healthcheck (the image has no shell or curl, so Compose runs the binary):
+# run exactly that command against a real gateway started with the file's environment, then
+# against a stopped one. REDIS_URL's host becomes a closed loopback port (nothing off-machine).
+c_compose_healthcheck() {
+  [ -n "$WSGATE" ] || { echo "no wsgate binary, and cargo build -p wsgate failed (see above)"; exit 1; }
+  local cmd port closed pid rc
+  cmd=$("$PY" -c 'import sys, yaml, json; c = yaml.safe_load(open("docker-compose.yml"));
+t = c["x-wsgate"]["healthcheck"]["test"]; assert t[0] == "CMD", t; print(json.dumps(t[1:]))')
+  echo "healthcheck: $cmd"
+  port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  closed=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local -a env=(JWT_SECRET=wsgate-dev-secret-do-not-use-in-production LOG_FORMAT=json HEARTBEAT_INTERVAL_MS=5000
+    DRAIN_TIMEOUT_MS=1000 INSTANCE_ID=wsgate-1 REDIS_URL=redis://127.0.0.1:$closed)
+  # the command, with /usr/local/bin/wsgate replaced by the binary under test
+  local -a argv
+  mapfile -t argv < <("$PY" -c 'import json, sys; a = json.loads(sys.argv[1]); a[0] = sys.argv[2]; print("\n".join(a))' "$cmd" "$WSGATE")
+  env "${env[@]}" LISTEN_ADDR=127.0.0.1:$port timeout 60 "$WSGATE" >"$WORK/hc-gw.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    env "${env[@]}" WSGATE_URL=http://127.0.0.1:$port timeout 5 "${argv[@]}" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  rc=0
+  env "${env[@]}" WSGATE_URL=http://127.0.0.1:$port timeout 5 "${argv[@]}" >"$WORK/hc.out" 2>&1 || rc=$?
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  [ "$rc" -eq 0 ] || { cat "$WORK/hc.out" "$WORK/hc-gw.log"; echo "healthcheck failed against a running gateway (exit $rc)"; return 1; }
+  echo "-> exit 0 against a running gateway: $(head -c 100 "$WORK/hc.out")..."
+  # WSGATE_URL unset: the command's own default (http://127.0.0.1:8000 in the container) is
+  # what Compose uses; here the stopped gateway's port stands for "nothing listens".
+  if env "${env[@]}" WSGATE_URL=http://127.0.0.1:$port timeout 5 "${argv[@]}" >/dev/null 2>&1; then
+    echo "healthcheck passed with the gateway stopped"; return 1
+  fi
+  echo "-> non-zero once the gateway is stopped"
+  "$WSGATE" stats --help | tr -s ' \n' ' ' | grep -q 'default: http://127.0.0.1:8000' \
+    || { echo "wsgate stats no longer defaults to http://127.0.0.1:8000 (the container's LISTEN_ADDR)"; return 1; }
+  echo "-> its default target is http://127.0.0.1:8000, the image's LISTEN_ADDR"
+}
+
 check "docker-compose.yml: compose-spec JSON schema" \
   "the file against the official compose-spec schema (as vendored by check-jsonschema)" \
   c_compose_schema
 check "docker-compose.yml: docker-compose config" \
   "the file parses, interpolates (\${JWT_SECRET:-...}) and resolves (merge keys, depends_on conditions) in a Compose implementation" \
   c_compose_config
+check "docker-compose.yml: gateway healthcheck with the real binary" \
+  "the healthcheck command (no shell, no curl: wsgate stats) exits 0 against a running gateway and non-zero against a stopped one" \
+  c_compose_healthcheck
 check "docker-compose.yml: topology assertions" \
   "redis healthcheck, three instances (REDIS_URL, shared JWT_SECRET, distinct INSTANCE_IDs, 8001-8003, healthy deps, /live healthcheck, grace > drain), nginx on 8000" \
   c_compose_static
