@@ -182,6 +182,8 @@ def redis_password(by, secret_name=None):
           f"Redis's requirepass and the gateway's file come from the same Secret key ({ref})")
     probe = renv.get("REDISCLI_AUTH", {}).get("valueFrom", {}).get("secretKeyRef", {})
     check(bool(ref) and probe == ref, "the readiness probe's redis-cli authenticates (REDISCLI_AUTH)")
+    rcmd = " ".join(rc.get("readinessProbe", {}).get("exec", {}).get("command", []))
+    check("PONG" in rcmd, f"the readiness probe requires PONG (redis-cli exits 0 on NOAUTH too): {rcmd!r}")
     if src and src[0] in by.get("Secret", {}):
         pw = base64.b64decode(by["Secret"][src[0]]["data"][src[1]]).decode()
         check(len(pw) >= 32, f"the rendered Redis password is {len(pw)} characters (a generated one is 32)")
