@@ -161,10 +161,16 @@ def main():
     port_by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert env.get("LISTEN_ADDR", "0.0.0.0:8000").rsplit(":", 1)[1] == str(port_by_name["http"]), \
         "LISTEN_ADDR port differs from the container port the probes use"
+    # Each port is held until this script exits (bound with SO_REUSEADDR, not listening):
+    # nobody else gets it meanwhile, and wsgate (SO_REUSEADDR too) binds it beside the hold.
+    holds = []
+
     def free_port():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
+        hold = socket.socket()
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hold.bind(("127.0.0.1", 0))
+        holds.append(hold)
+        return hold.getsockname()[1]
 
     port = free_port()
     env["LISTEN_ADDR"] = f"127.0.0.1:{port}"
@@ -252,7 +258,7 @@ def main():
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=10)
         if redis_proc is not None:
             redis_proc.terminate()
             try:
