@@ -3,12 +3,20 @@
 #   docker build -t wsgate:local .
 #   docker run --rm -p 8000:8000 -e JWT_SECRET=$(openssl rand -base64 48) wsgate:local
 #
-# Two stages: a Rust builder (rust:1-bookworm) and a small Debian runtime
-# (debian:bookworm-slim) built on the same Debian release, so the glibc the binary was
-# linked against is the one it runs on.
+# Two stages: a Rust builder (rust:1.96.0-bookworm) and a distroless runtime
+# (gcr.io/distroless/cc-debian12: glibc, libgcc, CA certificates, tzdata; no shell, no
+# package manager, no curl) on the same Debian release, so the glibc the binary was linked
+# against is the one it runs on.
+#
+# Both base images are pinned by digest (a tag alone moves). The digests were not resolved
+# on the machine that wrote this file (no registry access there); they are the ones
+# Renovate pinned for these tags in takumi3488/simple-line-notice's Dockerfile (commit
+# d71124af86452cff9d1d5255243017927ee4065b, June 2026), and the rust one is seen with
+# rust:1.96-bookworm / rust:1.96.0-bookworm in other public repositories too. Verify and
+# refresh them with `docker buildx imagetools inspect IMAGE:TAG` (deploy/README.md).
 
 ############################ builder ############################
-FROM rust:1-bookworm AS builder
+FROM rust:1.96.0-bookworm@sha256:5e2214abe154fe26e39f64488952e5c991eeed1d6d6da7cc8381ae83927f0cfc AS builder
 WORKDIR /src
 
 # 1. Dependency layer. Only the manifests and the lock file are copied, with stub
@@ -36,31 +44,24 @@ RUN cargo build --release --locked -p wsgate \
     && install -D -m 0755 target/release/wsgate /out/wsgate
 
 ############################ runtime ############################
-FROM debian:bookworm-slim AS runtime
+FROM gcr.io/distroless/cc-debian12:latest@sha256:d703b626ba455c4e6c6fbe5f36e6f427c85d51445598d564652a2f334179f96e AS runtime
 
-# ca-certificates: rediss:// (TLS to Redis) verifies servers against the system CA store.
-# curl: for the HEALTHCHECK below (curl -f gives a plain pass/fail on the HTTP status and
-#   --max-time bounds it; about 6 MB with its libraries, and handy for debugging inside
-#   the container). Kubernetes probes use httpGet and do not need it.
-# Versions are not pinned: the security updates of bookworm should flow in on rebuilds.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
-    && rm -rf /var/lib/apt/lists/*
-
-# A fixed, numeric non-root user: Kubernetes can only verify runAsNonRoot for a numeric
-# USER, and the Helm chart uses the same ids (runAsUser/runAsGroup 10001).
-RUN groupadd --system --gid 10001 wsgate \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin wsgate
-
+# No RUN here: the runtime has no shell. CA certificates come with the base image (rediss://
+# and JWT_JWKS_URL verify servers against /etc/ssl/certs).
 COPY --from=builder /out/wsgate /usr/local/bin/wsgate
+# /bin/sleep (coreutils, linked against the same bookworm glibc) only for the Helm chart's
+# preStop hook on Kubernetes older than 1.30, which has no built-in sleep action. It is
+# not a shell and runs nothing else.
+COPY --from=builder /bin/sleep /bin/sleep
 
 # Container defaults; every other setting keeps the binary's default (README "Settings").
-# JWT_SECRET / JWT_PUBLIC_KEY_FILE and REDIS_URL are given at run time, never baked in.
+# Keys (JWT_SECRET_FILE / JWT_PUBLIC_KEY_FILE / JWT_JWKS_URL) and REDIS_URL are given at
+# run time, never baked in.
 ENV LISTEN_ADDR=0.0.0.0:8000 \
     LOG_FORMAT=json
 
+# A fixed, numeric non-root user (no passwd entry needed): Kubernetes can only verify
+# runAsNonRoot for a numeric USER, and the Helm chart uses the same ids (10001).
 USER 10001:10001
 EXPOSE 8000
 
@@ -71,9 +72,8 @@ EXPOSE 8000
 # no child processes, so no init is needed to reap zombies.
 STOPSIGNAL SIGTERM
 
-# The port is taken from LISTEN_ADDR, so the check follows a changed listener
-# (LISTEN_ADDR=0.0.0.0:9000 -> http://127.0.0.1:9000/live).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-    CMD ["/bin/sh", "-c", "curl -fsS --max-time 2 -o /dev/null \"http://127.0.0.1:${LISTEN_ADDR##*:}/live\" || exit 1"]
+# No HEALTHCHECK: the image has no HTTP client to GET /live with, and the binary has no
+# health-check subcommand. Orchestrators probe /live and /ready themselves (Kubernetes
+# httpGet probes; Compose runs `wsgate stats`, see docker-compose.yml).
 
 ENTRYPOINT ["/usr/local/bin/wsgate"]

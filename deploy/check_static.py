@@ -116,24 +116,37 @@ def cmd_dockerfile():
     lines = [ln.strip() for ln in logical.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     froms = [ln for ln in lines if ln.upper().startswith("FROM ")]
     check(len(froms) == 2, f"two stages (found {len(froms)} FROM lines)")
-    check(bool(froms) and re.match(r"FROM rust:1-bookworm AS builder$", froms[0], re.I),
-          "builder stage is rust:1-bookworm")
-    check(len(froms) > 1 and froms[-1].split()[1] == "debian:bookworm-slim",
-          "runtime stage is debian:bookworm-slim (same Debian release as the builder)")
+    # Every base image pinned by digest: FROM image:tag@sha256:<64 hex>. The tag says what it
+    # is, the digest what it is exactly (a tag moves).
+    pinned = re.compile(r"^FROM\s+(\S+):([\w][\w.-]*)@sha256:[0-9a-f]{64}(\s+AS\s+\w+)?$", re.I)
+    for f in froms:
+        check(pinned.match(f) is not None, f"base image pinned by digest (image:tag@sha256:...): {f.split()[1][:60]}...")
+    image = lambda f: f.split()[1].split("@")[0] if f else ""
+    check(bool(froms) and re.match(r"rust:1\.\d+(\.\d+)?-bookworm$", image(froms[0])) is not None
+          and re.search(r"\bAS builder$", froms[0], re.I) is not None,
+          f"builder stage is a versioned rust:1.x-bookworm ({image(froms[0]) if froms else ''})")
+    check(len(froms) > 1 and image(froms[-1]).startswith("gcr.io/distroless/cc-debian12:"),
+          f"runtime stage is distroless cc-debian12: glibc, libgcc, CA certificates, no shell ({image(froms[-1]) if froms else ''})")
     builds = [ln for ln in lines if "cargo build" in ln]
     check(len(builds) == 2 and all("--release" in b and "--locked" in b and "-p wsgate" in b for b in builds),
           "dependency layer + real build, both `cargo build --release --locked -p wsgate`")
     rt = logical.split(froms[-1], 1)[1] if froms else ""
-    check("ca-certificates" in rt, "runtime installs ca-certificates (rediss:// verifies against the system CA store)")
+    rt_lines = [ln for ln in lines if ln in rt]
+    check(not any(ln.upper().startswith("RUN ") for ln in rt_lines), "runtime stage has no RUN (there is no shell to run it)")
+    check(not re.search(r"\b(curl|wget|busybox|/bin/sh|bash)\b", " ".join(ln for ln in rt_lines if not ln.startswith("#"))),
+          "runtime stage brings no curl, wget, busybox or shell")
+    copied = [ln.split()[-1] for ln in rt_lines if ln.upper().startswith("COPY ")]
+    check(sorted(copied) == ["/bin/sleep", "/usr/local/bin/wsgate"],
+          f"runtime gets exactly the wsgate binary and /bin/sleep (for the chart's exec preStop) ({copied})")
     m = re.search(r"^USER\s+(\S+)", rt, re.M)
     user = m.group(1) if m else ""
     check(bool(re.match(r"^[1-9]\d*(:\d+)?$", user)), f"runtime USER is a numeric non-root uid ({user!r})")
     check(re.search(r"^EXPOSE\s+8000\b", rt, re.M) is not None, "EXPOSE 8000")
     check(re.search(r"^STOPSIGNAL\s+SIGTERM\b", rt, re.M) is not None, "STOPSIGNAL SIGTERM")
-    hc = re.search(r"^HEALTHCHECK .*CMD (.*)$", rt, re.M)
-    check(hc is not None and "/live" in hc.group(1), "HEALTHCHECK probes /live")
-    if hc and "curl" in hc.group(1):
-        check(re.search(r"apt-get install[^\n]*\bcurl\b", rt) is not None, "the HEALTHCHECK's curl is installed")
+    hc = re.search(r"^HEALTHCHECK\s+(.*)$", rt, re.M)
+    check(hc is None or hc.group(1).strip().upper() == "NONE" or (
+        "CMD" in hc.group(1) and "/usr/local/bin/wsgate" in hc.group(1) and "sh" not in hc.group(1).split()),
+        "no HEALTHCHECK needing a shell or curl (the image has neither; orchestrators probe /live)")
     check(re.search(r"^ENV\s.*LOG_FORMAT=json", rt, re.M) is not None, "LOG_FORMAT=json by default")
     check(re.search(r'^ENTRYPOINT\s+\["', rt, re.M) is not None,
           "exec-form ENTRYPOINT (the binary is PID 1 and gets SIGTERM itself)")
@@ -196,8 +209,9 @@ def cmd_compose(resolved_path):
         dep = s.get("depends_on", {})
         check(isinstance(dep, dict) and dep.get("redis", {}).get("condition") == "service_healthy",
               f"{n}: depends_on redis (service_healthy)")
-        test = " ".join(map(str, (s.get("healthcheck") or {}).get("test", [])))
-        check("/live" in test, f"{n}: healthcheck probes /live")
+        test = list(map(str, (s.get("healthcheck") or {}).get("test", [])))
+        check(test[:1] == ["CMD"] and test[1:] == ["/usr/local/bin/wsgate", "stats"],
+              f"{n}: healthcheck runs the binary itself (`wsgate stats`; no shell or curl in the image) ({test})")
         drain = int(env.get("DRAIN_TIMEOUT_MS", "10000"))
         grace = duration_ms(s.get("stop_grace_period", "10s"))
         check(grace > drain, f"{n}: stop_grace_period {grace} ms > DRAIN_TIMEOUT_MS {drain} ms")
@@ -267,6 +281,21 @@ def cmd_nginx():
 
 # --------------------------------------------------------------------------- manifests
 
+# Served only on ADMIN_LISTEN_ADDR: the Ingress must not route any of them (even though the
+# public port would not answer them, a route is an exposure waiting for a regression).
+ADMIN_ONLY_PATHS = ["/metrics", "/ws/stats", "/health", "/api/channels", "/api/channels/x/presence",
+                    "/api/users/x/disconnect", "/api/history", "/api/openapi.json"]
+
+
+def ingress_matches(path, request_path):
+    """Whether an Ingress path rule (Exact or Prefix, per element) takes request_path."""
+    p, kind = path["path"], path.get("pathType", "Prefix")
+    if kind == "Exact":
+        return request_path == p
+    p = p.rstrip("/")
+    return p == "" or request_path == p or request_path.startswith(p + "/")
+
+
 def cmd_manifests(manifest_path, expect_uid):
     docs = [d for d in yaml.safe_load_all(open(manifest_path)) if d]
     by = {}
@@ -287,6 +316,10 @@ def cmd_manifests(manifest_path, expect_uid):
     check(c["readinessProbe"]["httpGet"]["path"] == "/ready", "readiness probe: GET /ready")
     port_names = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     check(port_names.get("http") == 8000, "container port http = 8000")
+    check(isinstance(port_names.get("admin"), int) and port_names.get("admin") != 8000,
+          f"container port admin = {port_names.get('admin')}")
+    for probe in ("livenessProbe", "readinessProbe"):
+        check(c[probe]["httpGet"]["port"] in ("http", 8000), f"{probe} on the public port ({c[probe]['httpGet']['port']})")
     for probe in ("livenessProbe", "readinessProbe"):
         check(c[probe]["httpGet"]["port"] in port_names or c[probe]["httpGet"]["port"] in port_names.values(),
               f"{probe} port exists on the container")
@@ -302,6 +335,10 @@ def cmd_manifests(manifest_path, expect_uid):
     env = {e["name"]: e for e in c.get("env", [])}
     check(env.get("INSTANCE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name",
           "INSTANCE_ID = pod name (downward API)")
+    check(env.get("ADMIN_LISTEN_ADDR", {}).get("value") == f"0.0.0.0:{port_names.get('admin')}",
+          f"ADMIN_LISTEN_ADDR = 0.0.0.0:<admin container port> ({env.get('ADMIN_LISTEN_ADDR', {}).get('value')})")
+    check(str(env_from_cm.get("DEMO_PAGE", "")).lower() in ("false", "true"),
+          f"DEMO_PAGE set explicitly in the ConfigMap ({env_from_cm.get('DEMO_PAGE')!r}; the binary's default is on)")
     for name, e in env.items():
         ref = e.get("valueFrom", {}).get("secretKeyRef")
         if ref:
@@ -309,12 +346,17 @@ def cmd_manifests(manifest_path, expect_uid):
             ok = ext or ref["key"] in (secrets[ref["name"]].get("data") or {})
             check(ok, f"env {name}: Secret {ref['name']} key {ref['key']} "
                       + ("(an existing Secret, not rendered)" if ext else "is rendered"))
-    check(("JWT_SECRET" in env) != ("JWT_PUBLIC_KEY_FILE" in env), "exactly one of JWT_SECRET / JWT_PUBLIC_KEY_FILE")
-    if "JWT_PUBLIC_KEY_FILE" in env:
-        path = env["JWT_PUBLIC_KEY_FILE"]["value"]
-        mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
-        check(any(path.startswith(mp.rstrip("/") + "/") for mp in mounts), f"JWT_PUBLIC_KEY_FILE {path} is mounted")
-    for forbidden in ("REDIS_URL", "JWT_SECRET", "INSTANCE_ID"):
+    key_settings = [k for k in ("JWT_SECRET", "JWT_SECRET_FILE", "JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL") if k in env]
+    check(len(key_settings) == 1 and key_settings != ["JWT_SECRET"],
+          f"exactly one key source, and never JWT_SECRET in the environment ({key_settings})")
+    mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+    for k in ("JWT_SECRET_FILE", "JWT_PUBLIC_KEY_FILE", "REDIS_PASSWORD_FILE"):
+        if k in env:
+            path = env[k]["value"]
+            check(any(path.startswith(mp.rstrip("/") + "/") for mp in mounts), f"{k} {path} is mounted")
+    if "JWT_JWKS_URL" in env:
+        check(env["JWT_JWKS_URL"]["value"].startswith("https://"), f"JWT_JWKS_URL is https:// ({env['JWT_JWKS_URL']['value']})")
+    for forbidden in ("REDIS_URL", "JWT_SECRET", "INSTANCE_ID", "ADMIN_LISTEN_ADDR"):
         check(forbidden not in env_from_cm, f"{forbidden} not in the ConfigMap")
 
     replicas = dep["spec"].get("replicas")
@@ -352,10 +394,19 @@ def cmd_manifests(manifest_path, expect_uid):
     check(bool(c.get("resources", {}).get("requests")), "resource requests set")
 
     svcs = by.get("Service", {})
-    gsvc = [s for s in svcs.values() if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
-    check(len(gsvc) == 1, "one Service selects the gateway pods")
-    svc_ports = {p["name"]: p for p in gsvc[0]["spec"]["ports"]} if gsvc else {}
-    check(all(p["targetPort"] in port_names or p["targetPort"] in port_names.values() for p in svc_ports.values()),
+    gsvcs = [s for s in svcs.values() if all(labels.get(k) == v for k, v in s["spec"]["selector"].items())]
+    check(len(gsvcs) == 2, f"two Services select the gateway pods, public and admin ({[s['metadata']['name'] for s in gsvcs]})")
+    public = [s for s in gsvcs if [p["name"] for p in s["spec"]["ports"]] == ["http"]]
+    admin = [s for s in gsvcs if [p["name"] for p in s["spec"]["ports"]] == ["admin"]]
+    check(len(public) == 1, "the public Service exposes the http port only")
+    check(len(admin) == 1 and admin[0]["spec"].get("type", "ClusterIP") == "ClusterIP"
+          and admin[0]["metadata"]["name"].endswith("-admin"),
+          "the admin Service (<fullname>-admin) is ClusterIP and exposes the admin port only")
+    gsvc = public
+    svc_ports = {p["name"]: p for p in public[0]["spec"]["ports"]} if public else {}
+    admin_ports = {p["name"]: p for p in admin[0]["spec"]["ports"]} if admin else {}
+    check(all(p["targetPort"] in port_names or p["targetPort"] in port_names.values()
+              for p in list(svc_ports.values()) + list(admin_ports.values())),
           "Service targetPorts exist on the container")
     for pdb in by.get("PodDisruptionBudget", {}).values():
         check(pdb["spec"]["selector"]["matchLabels"] == sel, "PodDisruptionBudget selects the gateway pods")
@@ -363,8 +414,10 @@ def cmd_manifests(manifest_path, expect_uid):
         for rule in ing["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 be = path["backend"]["service"]
-                check(gsvc and be["name"] == gsvc[0]["metadata"]["name"] and be["port"].get("name") in svc_ports,
-                      f"Ingress {rule.get('host')}{path['path']} -> the gateway Service port {be['port']}")
+                check(bool(public) and be["name"] == public[0]["metadata"]["name"] and be["port"].get("name") == "http",
+                      f"Ingress {rule.get('host')}{path['path']} -> the public Service, port http ({be['name']}:{be['port']})")
+                hit = [a for a in ADMIN_ONLY_PATHS if ingress_matches(path, a)]
+                check(not hit, f"Ingress {path['path']} ({path.get('pathType')}) routes no admin-only path ({hit})")
         ann = ing["metadata"].get("annotations", {})
         if ing["spec"].get("ingressClassName") == "nginx":
             for k in ("proxy-read-timeout", "proxy-send-timeout"):
@@ -373,11 +426,11 @@ def cmd_manifests(manifest_path, expect_uid):
     for sm in by.get("ServiceMonitor", {}).values():
         ml = sm["spec"]["selector"]["matchLabels"]
         targets = [s for s in svcs.values() if all(s["metadata"].get("labels", {}).get(k) == v for k, v in ml.items())]
-        check(len(targets) == 1 and targets[0] is (gsvc[0] if gsvc else None),
-              "ServiceMonitor selects exactly the gateway Service")
+        check(len(targets) == 1 and bool(admin) and targets[0] is admin[0],
+              "ServiceMonitor selects exactly the admin Service")
         for ep in sm["spec"]["endpoints"]:
-            check(ep.get("port") in svc_ports and ep.get("path") == "/metrics",
-                  f"ServiceMonitor scrapes {ep.get('port')}{ep.get('path')}")
+            check(ep.get("port") == "admin" and ep.get("port") in admin_ports and ep.get("path") == "/metrics",
+                  f"ServiceMonitor scrapes port {ep.get('port')} {ep.get('path')} (must be admin /metrics)")
     redis_deps = [d for d in deps.values() if d is not dep]
     for rd in redis_deps:
         rc = rd["spec"]["template"]["spec"]["containers"][0]
@@ -385,10 +438,10 @@ def cmd_manifests(manifest_path, expect_uid):
         rsvc = [s for s in svcs.values() if s["spec"]["selector"] == rd["spec"]["selector"]["matchLabels"]]
         check(len(rsvc) == 1, "bundled Redis has its Service")
         if rsvc and "REDIS_URL" in env:
-            ref = env["REDIS_URL"]["valueFrom"]["secretKeyRef"]
-            url = base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
-            check(f"@{rsvc[0]['metadata']['name']}:6379" in url or f"//{rsvc[0]['metadata']['name']}:6379" in url,
-                  f"REDIS_URL points at the bundled Redis Service ({re.sub(r':[^:@/]*@', ':***@', url)})")
+            url = env["REDIS_URL"].get("value", "")
+            check(url == f"redis://{rsvc[0]['metadata']['name']}:6379",
+                  f"REDIS_URL is the bundled Redis Service, with no password in it ({url})")
+            check("REDIS_PASSWORD_FILE" in env, "the password reaches the gateway as REDIS_PASSWORD_FILE")
 
 
 def main():
