@@ -418,7 +418,7 @@ impl Hub {
             Push::Overflow => d.slow += 1,
             Push::Closed => {}
         };
-        let old_enough = |id: &u64| before.map_or(true, |b| *id < b);
+        let old_enough = |id: &u64| before.is_none_or(|b| *id < b);
         match audience {
             Audience::All if before.is_none() => reg.conns.values().for_each(|o| push(o)),
             Audience::All => reg.conns.iter().filter(|(id, _)| old_enough(id)).for_each(|(_, o)| push(o)),

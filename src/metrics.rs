@@ -36,6 +36,8 @@ pub struct Metrics {
     /// Messages lost because the subscriber task fell behind fred's buffer.
     pub redis_messages_lost: Counter,
     resumes: Family<Labels, Counter>,
+    /// Redis mode: where resumes were read, `memory` (the instance's newest entries) or `redis`.
+    resume_reads: Family<Labels, Counter>,
     pub replayed_events: Counter,
     /// Times a subscriber found a hole in the stream ids and filled it from the stream.
     pub history_gaps: Counter,
@@ -94,6 +96,7 @@ impl Metrics {
             redis_bad_messages: Counter::default(),
             redis_messages_lost: Counter::default(),
             resumes: Family::default(),
+            resume_reads: Family::default(),
             replayed_events: Counter::default(),
             history_gaps: Counter::default(),
             history_gap_events: Counter::default(),
@@ -157,6 +160,11 @@ impl Metrics {
             m.redis_messages_lost.clone(),
         );
         registry.register("resumes", "Connections that asked to resume (since=), by result", m.resumes.clone());
+        registry.register(
+            "resume_reads",
+            "Redis mode: resumes answered from this instance's newest entries (memory) or read from Redis",
+            m.resume_reads.clone(),
+        );
         registry.register(
             "resyncs",
             "Resync notices sent to local connections because Redis lost events they may not have, by reason",
@@ -233,6 +241,9 @@ impl Metrics {
         for r in crate::protocol::resync::ALL {
             let _ = m.resyncs.get_or_create(&vec![("reason", r)]);
         }
+        for source in ["memory", "redis"] {
+            let _ = m.resume_reads.get_or_create(&vec![("source", source)]);
+        }
         for r in ["recovered", "not_recovered"] {
             let _ = m.resumes.get_or_create(&vec![("result", r)]);
         }
@@ -268,6 +279,11 @@ impl Metrics {
     pub fn resume(&self, recovered: bool) {
         let r = if recovered { "recovered" } else { "not_recovered" };
         self.resumes.get_or_create(&vec![("result", r)]).inc();
+    }
+
+    /// `source`: `memory` or `redis`.
+    pub fn resume_read(&self, source: &'static str) {
+        self.resume_reads.get_or_create(&vec![("source", source)]).inc();
     }
 
     pub fn publish_rejected(&self, status: u16) {

@@ -124,6 +124,49 @@ async fn resume_on_another_instance_replays_500_events_exactly_once() {
     client.expect_quiet(QUIET).await;
     assert_eq!(gws[1].metric(r#"wsgate_resumes_total{result="recovered"}"#).await, 1.0);
     assert_eq!(gws[1].metric("wsgate_replayed_events_total").await, 500.0);
+    // gw1 delivered all 500 itself: it answered from its newest entries, not from Redis.
+    assert_eq!(gws[1].metric(r#"wsgate_resume_reads_total{source="memory"}"#).await, 1.0);
+    assert_eq!(gws[1].metric(r#"wsgate_resume_reads_total{source="redis"}"#).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_older_than_what_an_instance_keeps_is_read_from_redis_in_pages() {
+    let redis = RedisServer::start().await;
+    // gw1 keeps about 40 entries of ~250 bytes in memory; the resume below is 1,200 back.
+    let gws = fleet(&redis, 1, &[]).await;
+    let token = publish_token(&gws[0].secret);
+    let first = publish_ok(&gws[0], &token, seq_event("e", 0, 0)).await;
+    let url = redis.url();
+    let small = [
+        ("JWT_SECRET", gws[0].secret.as_str()),
+        ("INSTANCE_ID", "small"),
+        ("REDIS_URL", url.as_str()),
+        ("HEARTBEAT_INTERVAL_MS", HB),
+        ("HISTORY_MAX_BYTES", "12000"),
+    ];
+    let gw1 = Gateway::start(&small).await;
+    gw1.wait_redis_state("connected").await;
+    publish_many(&gws[0], &token, 1200, |i| seq_event("e", i + 1, 100)).await;
+    // Wait until gw1's relay has delivered the last one (so its window is as far as it goes).
+    let mut watcher = connect_user(&gw1, "watcher").await;
+    publish_ok(&gws[0], &token, json!({"type": "marker"})).await;
+    watcher.types_until("marker").await;
+    let mut client = connect_since(&gw1, "alice", &first).await;
+    assert_eq!(client.recovered(), Some(&json!(true)), "{}", client.connected);
+    let seqs = read_seqs_logged(&mut client, 1200, std::slice::from_ref(&gw1)).await;
+    assert_eq!(seqs, (1..=1200).collect::<Vec<u64>>(), "3 pages of 500, in order, once");
+    assert_eq!(client.next_json(STEP).await["type"], "marker");
+    assert_eq!(gw1.metric(r#"wsgate_resume_reads_total{source="redis"}"#).await, 1.0);
+    assert_eq!(gw1.metric(r#"wsgate_resume_reads_total{source="memory"}"#).await, 0.0);
+    // A resume within what gw1 keeps is answered from memory.
+    let recent_id = client.connected["last_id"].as_str().map(str::to_owned);
+    drop(client);
+    let last = recent_id.expect("connected carries last_id");
+    let mut again = connect_since(&gw1, "alice", &last).await;
+    assert_eq!(again.recovered(), Some(&json!(true)), "{}", again.connected);
+    assert_eq!(gw1.metric(r#"wsgate_resume_reads_total{source="memory"}"#).await, 1.0);
+    publish_ok(&gws[0], &token, json!({"type": "after"})).await;
+    assert_eq!(again.types_until("after").await, ["after"], "nothing replayed twice, nothing missed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,7 @@ mod held;
 mod keys;
 mod outage;
 mod presence;
+mod recent;
 mod relay;
 mod routing;
 mod scripts;
@@ -81,6 +82,7 @@ use self::fleet::FleetView;
 use self::held::Held;
 use self::keys::{Keys, StreamKey};
 use self::presence::Presence;
+use self::recent::Recent;
 use self::relay::{Cmd, Own, Positions, Relay, RelayParts};
 use self::scripts::{Append, Appended, Lookup, Scripts};
 use self::supervisor::{Link, Supervisor};
@@ -112,6 +114,8 @@ const RELAY_QUEUE: usize = 1024;
 /// `MAXLEN ~` trims whole stream nodes (100 entries by default), so a stream may hold a little
 /// more than asked: a replay may return this many more before it counts as too long.
 const TRIM_SLACK: usize = 1000;
+/// Stream entries a resume reads from Redis per script call.
+const REPLAY_PAGE: usize = 500;
 /// Stream entries read per XRANGE for `GET /api/history`.
 const HISTORY_PAGE: u64 = 500;
 
@@ -153,6 +157,8 @@ pub struct RedisBroker {
     startup_deadline: Instant,
     history_on: bool,
     max_replay: usize,
+    /// The newest entries the relay delivered, which answer most resumes without Redis.
+    recent: Arc<Recent>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -213,6 +219,7 @@ impl RedisBroker {
         let (relay_tx, relay_rx) = mpsc::channel(RELAY_QUEUE);
         let held_len = Arc::new(AtomicUsize::new(0));
         let cancel = CancellationToken::new();
+        let recent = Arc::new(Recent::new(history.max_events, history.max_bytes, history.max_age));
         let broker = Arc::new(RedisBroker {
             sh: sh.clone(),
             watermark: hub.submitter(),
@@ -227,6 +234,7 @@ impl RedisBroker {
             startup_deadline,
             history_on: history.max_events > 0,
             max_replay: history.max_events + TRIM_SLACK,
+            recent: recent.clone(),
             tasks: TaskTracker::new(),
             cancel: cancel.clone(),
         });
@@ -244,6 +252,7 @@ impl RedisBroker {
                 held_len,
                 held: Held::new(cfg.outbox_max_events, cfg.outbox_max_bytes),
                 unsubscribe_delay: cfg.channel_unsubscribe_delay,
+                recent,
                 cancel,
             },
         );
@@ -287,7 +296,7 @@ impl RedisBroker {
                         let _ = self.presence.touch(&self.sh.publisher).await;
                     }
                     beats = beats.wrapping_add(1);
-                    beats % presence::REFRESH_BEATS == 0
+                    beats.is_multiple_of(presence::REFRESH_BEATS)
                 }
                 _ = changes.tick() => false,
                 r = link.changed() => {
@@ -419,43 +428,57 @@ impl RedisBroker {
         }
     }
 
-    /// One stream's part of a resume: its events after `since`, or why there is no promise.
+    /// One stream's part of a resume from Redis: its events after `since`, read in pages of
+    /// [`REPLAY_PAGE`] (never the whole stream, never more than `max_replay` entries), or why
+    /// there is no promise.
     async fn replay_stream(
         &self,
         stream: Option<&str>,
         since: StreamId,
     ) -> Result<(bool, Vec<(StreamId, Body)>), &'static str> {
         let route = self.sh.keys.route(stream);
-        let part = match self.sh.scripts.replay(&self.sh.publisher, &route, since, self.max_replay).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, stream = %route.stream, "could not read an event stream for a resume");
-                return Err("redis");
-            }
-        };
-        if part.unsure {
-            return Err("unsure"); // held events or a loss marker after `since`
-        }
-        if part.entries.len() > self.max_replay {
-            return Err("too many");
-        }
-        if !part.since_present && part.max_deleted > since {
-            return Err("trimmed");
-        }
-        let mut entries = Vec::with_capacity(part.entries.len());
-        for (id, e) in part.entries {
-            match e {
-                Ok(e) => entries.push((id, e.body)),
+        let mut entries = Vec::new();
+        let (mut from, mut present) = (since, false);
+        loop {
+            let part = match self.sh.scripts.replay(&self.sh.publisher, &route, since, from, REPLAY_PAGE).await {
+                Ok(p) => p,
                 Err(e) => {
-                    // Its event cannot be replayed (e.g. an entry of an older wire format):
-                    // no promise across it.
-                    self.sh.metrics.redis_bad_messages.inc();
-                    tracing::warn!(error = %e, stream_id = %id, "undecodable entry in the event stream");
-                    return Err("undecodable entry");
+                    tracing::warn!(error = %e, stream = %route.stream, "could not read an event stream for a resume");
+                    return Err("redis");
                 }
+            };
+            if from == since {
+                present = part.since_present;
+                if !present && part.max_deleted > since {
+                    return Err("trimmed");
+                }
+            } else if part.max_deleted > from {
+                return Err("trimmed between pages");
+            }
+            if part.unsure {
+                return Err("unsure"); // held events, a note or a loss marker after `since`
+            }
+            let full = part.entries.len() >= REPLAY_PAGE;
+            for (id, e) in part.entries {
+                match e {
+                    Ok(e) => entries.push((id, e.body)),
+                    Err(e) => {
+                        // Its event cannot be replayed (e.g. an entry of an older wire format):
+                        // no promise across it.
+                        self.sh.metrics.redis_bad_messages.inc();
+                        tracing::warn!(error = %e, stream_id = %id, "undecodable entry in the event stream");
+                        return Err("undecodable entry");
+                    }
+                }
+                from = id;
+            }
+            if entries.len() > self.max_replay {
+                return Err("too many");
+            }
+            if !full {
+                return Ok((present, entries));
             }
         }
-        Ok((part.since_present, entries))
     }
 }
 
@@ -495,6 +518,11 @@ impl Broker for RedisBroker {
             if !self.history_on {
                 return Replay::NotRecovered;
             }
+            if let Some(r) = self.recent.replay(since, user, channels, self.max_replay) {
+                self.sh.metrics.resume_read("memory");
+                return r;
+            }
+            self.sh.metrics.resume_read("redis");
             let mut present = false;
             let mut all: Vec<(StreamId, Option<&str>, Body)> = Vec::new();
             let mut upto = Vec::with_capacity(channels.len() + 1);

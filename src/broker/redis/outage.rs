@@ -74,7 +74,7 @@ impl Relay {
                 let own =
                     Own { eid: event.id.clone(), frame_tail: tail, audience: event.audience, ts: event.ts, watermark };
                 let cursor = self.follows.get(&stream).map(|f| f.cursor);
-                if cursor.is_some_and(|c| !c.is_some_and(|c| sid <= c)) {
+                if cursor.is_some_and(|c| c.is_none_or(|c| sid > c)) {
                     self.pending.insert((sid, own.eid.clone()), (stream, own));
                 }
                 return Ok(Published { id: sid.to_string(), replayed: false });

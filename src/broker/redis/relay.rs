@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::held::Held;
 use super::keys::StreamKey;
+use super::recent::Recent;
 use super::supervisor::{Link, Supervisor};
 use super::wire::{decode_message, stream_entries, Body, Entry};
 use super::Shared;
@@ -152,6 +153,8 @@ pub struct Relay {
     pub(super) unsubscribe_delay: Duration,
     /// The subscription (re)connected since the last catch-up: messages wait for one.
     pub(super) stale: bool,
+    /// The newest entries delivered, for resumes (this task is their one writer).
+    pub(super) window: Arc<Recent>,
     pub(super) cancel: CancellationToken,
 }
 
@@ -162,6 +165,7 @@ pub struct RelayParts {
     pub held_len: Arc<AtomicUsize>,
     pub held: Held,
     pub unsubscribe_delay: Duration,
+    pub recent: Arc<Recent>,
     pub cancel: CancellationToken,
 }
 
@@ -185,6 +189,7 @@ impl Relay {
             idle: HashMap::new(),
             unsubscribe_delay: p.unsubscribe_delay,
             stale: true,
+            window: p.recent,
             cancel: p.cancel,
         }
     }
@@ -249,6 +254,7 @@ impl Relay {
             _ if up => {
                 if self.catch_up().await? && self.flush_held().await {
                     self.link.set(Link::Live, &self.sh.keys.broadcast().topic);
+                    self.window.set_live(true);
                 } else if link == Link::Starting && self.link.startup_over() {
                     self.link.set(Link::LocalOnly, "");
                 }
@@ -263,6 +269,7 @@ impl Relay {
 
     pub(super) async fn go_down(&mut self) -> Result<(), HubClosed> {
         self.stale = true;
+        self.window.set_live(false);
         if self.link.get() == Link::Live {
             self.link.set(Link::Down, "");
         }
@@ -403,6 +410,17 @@ impl Relay {
             }
             Some(c) => c,
         };
+        // Where the window of newest entries starts again (see `recent`): it stays as it was
+        // while the position carries on from the cursor.
+        match (cursor, told) {
+            (None, _) => self.window.restart(key, Some(start), check.newest.is_some()),
+            (Some(_), Some(reason::DATA_LOST)) if start == StreamId::ZERO => {
+                self.window.restart(key, Some(StreamId::ZERO), false)
+            }
+            // Trimmed while away: entries after the cursor are missing; start after the next one.
+            (Some(_), Some(reason::TRIMMED)) => self.window.restart(key, None, false),
+            _ => {}
+        }
         if let Some(f) = self.follows.get_mut(key) {
             f.cursor = Some(start);
             f.epoch = Some(check.epoch);
@@ -476,6 +494,7 @@ impl Relay {
                 f.cursor = Some(sid);
             }
         }
+        self.window.push_unsure(stream, sid);
     }
 
     /// Hands one stream entry to the hub, unless it is at or before the cursor or local
@@ -489,19 +508,25 @@ impl Relay {
         self.set_position(stream, entry.sid);
         match entry.body {
             Body::Marker { reason } => {
+                self.window.push_unsure(stream, entry.sid);
                 tracing::warn!(stream = ?stream, id = %entry.sid, reason = %reason, "a loss marker in the stream");
                 self.resync(stream.clone(), reason::label(&reason)).await
             }
             // For resumes only.
-            Body::Note { .. } => Ok(()),
-            Body::Event { eid, frame, users, held: _ } => {
+            Body::Note { .. } => {
+                self.window.push_unsure(stream, entry.sid);
+                Ok(())
+            }
+            Body::Event { eid, frame, users, held } => {
                 if !self.pending.is_empty() {
                     self.pending.remove(&(entry.sid, eid.clone()));
                 }
                 // Local clients have it already (delivered early, or held), or it is the same
                 // event under a second id: either way, not again.
                 let early = !self.early.is_empty() && self.early.remove(&eid);
-                if !self.remember_delivered(eid) || early {
+                let fresh = self.remember_delivered(eid);
+                self.window.push_event(stream, entry.sid, &frame, &users, fresh && !early && !held);
+                if !fresh || early {
                     return Ok(());
                 }
                 let ts = frame_ts(&frame).unwrap_or_else(now_ms);

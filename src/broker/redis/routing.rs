@@ -103,6 +103,7 @@ impl Relay {
             self.topics.remove(&name);
             let key: StreamKey = Some(name.clone());
             self.follows.remove(&key);
+            self.window.forget(&key);
             self.positions.send_if_modified(|p| {
                 p.remove(&key);
                 false

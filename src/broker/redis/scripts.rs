@@ -75,11 +75,12 @@ pub struct Check {
     pub max_deleted: StreamId,
 }
 
-/// One stream's part of a resume (see `replay.lua`).
+/// One page of one stream's part of a resume (see `replay.lua`).
 pub struct ReplayPart {
+    /// `since` is an entry of the stream (first page only).
     pub since_present: bool,
     pub max_deleted: StreamId,
-    /// An entry after `since` was held during an outage, or is a loss marker.
+    /// An entry of the page was held during an outage, or is a note or a loss marker.
     pub unsure: bool,
     pub entries: Vec<(StreamId, Result<Entry, super::wire::DecodeError>)>,
 }
@@ -175,8 +176,17 @@ impl Scripts {
         }
     }
 
-    pub async fn replay(&self, client: &Client, r: &Route, since: StreamId, max: usize) -> Result<ReplayPart, Error> {
-        let args: Vec<Value> = vec![since.to_string().into(), (max as i64).into()];
+    /// One page of a resume: the entries after `from` (`since` itself for the first page), at
+    /// most `page` of them.
+    pub async fn replay(
+        &self,
+        client: &Client,
+        r: &Route,
+        since: StreamId,
+        from: StreamId,
+        page: usize,
+    ) -> Result<ReplayPart, Error> {
+        let args: Vec<Value> = vec![since.to_string().into(), from.to_string().into(), (page as i64).into()];
         let mut reply: Vec<Value> = self.replay.evalsha_with_reload(client, vec![r.stream.as_str()], args).await?;
         if reply.len() != 4 {
             return Err(parse_error("replay", reply));
