@@ -12,7 +12,10 @@
 //! - [`app`]: wires hub, broker and HTTP server; owns start-up, shutdown and drain.
 //! - [`state`]: `AppState`, what every handler and session shares (apart from `app`, so HTTP
 //!   depends on the state and not on the app).
-//! - [`http`]: hyper accept loop, routing, the publish endpoint, the WebSocket upgrade; JSON errors.
+//! - [`http`]: the accept loop of each listener (`LISTEN_ADDR`, `ADMIN_LISTEN_ADDR`) and
+//!   `http/`: the route table (`router`, matchit), the WebSocket upgrade, publishing (single and
+//!   batch), the admin API (disconnect, channels, history, presence), probes/stats/metrics and
+//!   the OpenAPI description (`docs/openapi.yaml`), JSON errors.
 //! - [`auth`]: JWT → `Claims`; typed `AuthError` whose reason is a metric label.
 //! - [`jwt_key`]: PEM public keys (RS256/ES256), for the settings check and for verification.
 //! - [`jwks`]: `JWT_JWKS_URL`: the key set, fetched, cached, refreshed, picked by `kid`.
@@ -20,8 +23,10 @@
 //! - [`event`]: `Event`, its audience, the publish body parser, the frame encoding.
 //! - [`idempotency`]: `Idempotency-Key` validation, body fingerprint, the local key store.
 //! - [`broker`]: the `Broker` contract (its doc states the delivery guarantee and what `recovered: true`
-//!   promises) and `Fleet` (presence, totals); the memory broker and the Redis broker (`broker/redis/`:
-//!   one relay task owns delivery state; keys, wire format, Lua scripts, outbox, routing, fleet).
+//!   promises) and `Fleet` (presence, totals, channel counts, disconnects); the memory broker and the
+//!   Redis broker (`broker/redis/`: one relay task owns delivery state; keys, wire format, Lua scripts,
+//!   outbox, routing, the window of newest entries that answers resumes, fleet, presence, and the
+//!   control channel for operators' disconnects).
 //! - [`history`]: stream ids (`<ms>-<seq>`), the memory history ring, what a resume replays.
 //! - [`hub`]: the local registry (user → connections), counts; brokers submit frames encoded once
 //!   (where the event entered history) and the dispatcher queues the same bytes everywhere.
@@ -29,10 +34,11 @@
 //! - [`outbox`]: the bounded per-connection queue; overflow closes with 1013.
 //! - [`protocol`]: the client wire protocol: every frame the server sends, every message it accepts.
 //! - [`session`]: one WebSocket connection: register, select over outbox/reads/timer, teardown.
-//! - [`disconnect`]: why a connection ended → close code, reason text, metric label.
+//! - [`disconnect`]: why a connection ended → close code (1001, 1002, 1007, 1008, 1009, 1012, 1013,
+//!   4001), reason text, metric label.
 //! - [`stats`]: the `/ws/stats` and `/health` bodies.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`logging`]: tracing set-up (text or JSON).
+//! - [`logging`]: tracing set-up (text or JSON); outside strings escaped in text logs.
 //! - [`runtime`]: the session and control runtimes, and which task runs where; `run_server`.
 //! - [`cli`]: operator subcommands (`token`, `publish`, `listen`, `stats`).
 
