@@ -14,7 +14,6 @@ use std::str::FromStr;
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::broker::{HistoryPage, HistoryQuery};
 use crate::config::HistoryLimits;
 use crate::event::{now_ms, Audience, Event};
 
@@ -83,6 +82,25 @@ pub fn frame_route(frame: &str) -> Option<(Option<String>, StreamId)> {
     let head: Head = serde_json::from_str(frame).ok()?;
     debug_assert_eq!(head.id.parse::<StreamId>().ok(), Some(position));
     Some((head.channel.map(|c| c.into_owned()), position))
+}
+
+/// What `GET /api/history` asks of a broker: one stream's events, oldest first.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryQuery<'a> {
+    /// `None`: the events published without a channel.
+    pub channel: Option<&'a str>,
+    /// Only events after this id; `None`: the newest `limit` events.
+    pub since: Option<StreamId>,
+    pub limit: usize,
+}
+
+/// The answer to a [`HistoryQuery`].
+#[derive(Debug, Default)]
+pub struct HistoryPage {
+    /// Event frames as clients receive them, oldest first.
+    pub events: Vec<Utf8Bytes>,
+    /// The newest event of the stream (not only of this page); `None` when it has none.
+    pub last_id: Option<StreamId>,
 }
 
 /// The answer to a resume request.

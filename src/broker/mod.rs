@@ -32,11 +32,10 @@ mod conformance;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
 use crate::disconnect::Disconnect;
 use crate::event::Event;
-use crate::history::{Replay, StreamId};
+use crate::history::Replay;
+pub use crate::history::{HistoryPage, HistoryQuery};
 use crate::idempotency::IdemKey;
 
 /// The fleet as one instance sees it.
@@ -106,25 +105,6 @@ impl PublishError {
     pub fn stopping() -> PublishError {
         PublishError::Unavailable("the instance is stopping".into())
     }
-}
-
-/// What `GET /api/history` asks for: one stream's events, oldest first.
-#[derive(Clone, Copy, Debug)]
-pub struct HistoryQuery<'a> {
-    /// `None`: the events published without a channel.
-    pub channel: Option<&'a str>,
-    /// Only events after this id; `None`: the newest `limit` events.
-    pub since: Option<StreamId>,
-    pub limit: usize,
-}
-
-/// The answer to a [`HistoryQuery`].
-#[derive(Debug, Default)]
-pub struct HistoryPage {
-    /// Event frames as clients receive them, oldest first.
-    pub events: Vec<Utf8Bytes>,
-    /// The newest event of the stream (not only of this page); `None` when it has none.
-    pub last_id: Option<StreamId>,
 }
 
 /// The history cannot be read now (Redis unreachable): 503.
