@@ -310,13 +310,21 @@ async fn the_admin_listener_takes_operators_endpoints_off_the_public_port() {
 // ---------------------------------------------------------------------------------------------
 // A 3-instance Redis fleet
 
-#[tokio::test]
-async fn in_a_fleet_disconnect_reaches_every_instance_and_counts_them_all() {
-    let redis = RedisServer::start().await;
+/// Three instances on `redis`, each seeing the other two.
+async fn fleet_of_three(redis: &RedisServer) -> Vec<Gateway> {
     let url = redis.url();
     let gws = start_fleet(3, &[("REDIS_URL", url.as_str()), ("HEARTBEAT_INTERVAL_MS", "200")]).await;
     wait_all_connected(&gws).await;
-    gws[0].wait_stats("3 instances", |s| s["total_instances"] == 3).await;
+    for gw in &gws {
+        gw.wait_stats("3 instances", |s| s["total_instances"] == 3).await;
+    }
+    gws
+}
+
+#[tokio::test]
+async fn in_a_fleet_disconnect_reaches_every_instance_and_counts_them_all() {
+    let redis = RedisServer::start().await;
+    let gws = fleet_of_three(&redis).await;
     let mut alice = Vec::new();
     for (i, n) in [(0, 1), (1, 1), (2, 2)] {
         for _ in 0..n {
@@ -344,10 +352,7 @@ async fn in_a_fleet_disconnect_reaches_every_instance_and_counts_them_all() {
 #[tokio::test]
 async fn in_a_fleet_channels_sum_every_instance_and_history_reads_the_shared_stream() {
     let redis = RedisServer::start().await;
-    let url = redis.url();
-    let gws = start_fleet(3, &[("REDIS_URL", url.as_str()), ("HEARTBEAT_INTERVAL_MS", "200")]).await;
-    wait_all_connected(&gws).await;
-    gws[0].wait_stats("3 instances", |s| s["total_instances"] == 3).await;
+    let gws = fleet_of_three(&redis).await;
     let secret = gws[0].secret.clone();
     let token = channel_token(&secret, "alice", &["room:*"]);
     let mut c0 = connect_channels(&gws[0], &token, "room:1").await;
