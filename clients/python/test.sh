@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the Python client's tests against the real gateway binary.
-# Creates clients/python/.venv if missing, installs the package with its test extras, builds
+# Creates clients/python/.venv if missing, installs the package with its test extras (pytest,
+# PyJWT, and `build` for tests/test_packaging.py, which builds the sdist and wheel), builds
 # target/debug/wsgate (under $CARGO_TARGET_DIR when set) if it is missing and $WSGATE_BIN does
 # not name another binary, then runs pytest (extra arguments go to pytest).
 set -euo pipefail

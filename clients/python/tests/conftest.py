@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 BINARY = Path(os.environ.get("WSGATE_BIN", REPO_ROOT / "target" / "debug" / "wsgate"))
 SECRET = "python-client-test-secret-0123456789abcdef"
 LISTENING = re.compile(r"listening on http://(127\.0\.0\.1):(\d+)")
+ADMIN_LISTENING = re.compile(r"admin endpoints on http://(127\.0\.0\.1):(\d+)")
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
@@ -94,13 +95,17 @@ def spawn(argv: list[str], **kwargs) -> subprocess.Popen:
 
 class Gateway:
     """One wsgate process. ``restart()`` starts a new one on the same port, which it holds
-    (:class:`PortHold`) from construction on, unless a ``port`` is given."""
+    (:class:`PortHold`) from construction on, unless a ``port`` is given. With ``admin=True``
+    it also holds a second port for the admin listener (``ADMIN_LISTEN_ADDR``), at
+    :attr:`admin_url`; without, :attr:`admin_url` is :attr:`base_url`."""
 
-    def __init__(self, log_dir: Path, env: dict[str, str], port: int = 0) -> None:
+    def __init__(self, log_dir: Path, env: dict[str, str], port: int = 0, admin: bool = False) -> None:
         self.log_dir = log_dir
         self.extra_env = env
         self.hold = PortHold() if port == 0 else None
         self.port = self.hold.port if self.hold else port
+        self.admin_hold = PortHold() if admin else None
+        self.admin_port = self.admin_hold.port if self.admin_hold else None
         self.proc: subprocess.Popen | None = None
         self.runs = 0
         self.log_path: Path | None = None
@@ -108,6 +113,10 @@ class Gateway:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}" if self.admin_port else self.base_url
 
     def start(self, **env: str) -> Gateway:
         assert self.proc is None, "already running"
@@ -123,6 +132,7 @@ class Gateway:
             "LOG_FORMAT": "text",
             "DRAIN_TIMEOUT_MS": "3000",
             "WORKER_THREADS": "2",
+            **({"ADMIN_LISTEN_ADDR": f"127.0.0.1:{self.admin_port}"} if self.admin_port else {}),
             **self.extra_env,
         }
         with open(self.log_path, "wb") as log:
@@ -131,8 +141,11 @@ class Gateway:
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")
             m = LISTENING.search(text)
-            if m:
+            admin = ADMIN_LISTENING.search(text) if self.admin_port else True
+            if m and admin:
                 self.port = int(m.group(2))
+                if self.admin_port:
+                    self.admin_port = int(admin.group(2))
                 return self
             if self.proc.poll() is not None:
                 break
@@ -186,8 +199,8 @@ def gateway_factory(tmp_path):
         pytest.fail(f"{BINARY} is missing: run `cargo build -p wsgate` in {REPO_ROOT}")
     started: list[Gateway] = []
 
-    def make(port: int = 0, start: bool = True, **env: str) -> Gateway:
-        gw = Gateway(tmp_path, dict(env), port)
+    def make(port: int = 0, start: bool = True, admin: bool = False, **env: str) -> Gateway:
+        gw = Gateway(tmp_path, dict(env), port, admin)
         started.append(gw)
         return gw.start() if start else gw
 
@@ -196,8 +209,9 @@ def gateway_factory(tmp_path):
         if gw.proc is not None:
             gw.proc.kill()
             gw.proc.wait(5)
-        if gw.hold is not None:
-            gw.hold.close()
+        for hold in (gw.hold, gw.admin_hold):
+            if hold is not None:
+                hold.close()
 
 
 class Redis:
@@ -279,6 +293,11 @@ def gateway(gateway_factory) -> Gateway:
 @pytest.fixture
 def publish_token() -> str:
     return mint("backend", scope="publish")
+
+
+@pytest.fixture
+def admin_token() -> str:
+    return mint("ops", scope="admin")
 
 
 class Watch:

@@ -12,20 +12,24 @@ class ApiError(WsgateError):
 
     ``status`` is the HTTP status, ``message`` the gateway's ``{"error": ...}`` text (or the raw
     body when it was not JSON), ``retry_after`` the ``Retry-After`` header in seconds, if any.
-    Raised as is by :func:`~wsgate_client.presence`.
+    ``item`` is the index of the batch item a 400 names (``events[3].type: ...``), else ``None``.
+    Raised as is by :func:`~wsgate_client.presence` and the :class:`~wsgate_client.Admin` calls
+    (403 when the token lacks the ``admin`` scope).
     """
 
     what = "API call"
 
-    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None, item: int | None = None) -> None:
         super().__init__(f"{self.what} failed: HTTP {status}: {message}")
         self.status = status
         self.message = message
         self.retry_after = retry_after
+        self.item = item
 
 
 class PublishError(ApiError):
-    """``POST /api/events`` did not answer 202 (see :class:`ApiError` for the attributes)."""
+    """``POST /api/events`` or ``POST /api/events/batch`` did not answer 202 (see
+    :class:`ApiError` for the attributes)."""
 
     what = "publish"
 
@@ -59,3 +63,10 @@ class ConnectionClosed(ListenError):
         super().__init__(f"WebSocket closed: {code} {reason}".rstrip())
         self.code = code
         self.reason = reason
+
+
+class Revoked(ConnectionClosed):
+    """Close 4001 (``revoked``): an operator revoked this user's connections
+    (``POST /api/users/{sub}/disconnect``). The listener stops and does not reconnect: the same
+    token must not be used again. To let the user back in, open a new listener with a new
+    token."""

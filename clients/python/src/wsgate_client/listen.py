@@ -17,7 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as _WsClosed
 from websockets.exceptions import InvalidStatus, InvalidURI, WebSocketException
 
-from .errors import ConnectionClosed, UpgradeRefused
+from .errors import ConnectionClosed, Revoked, UpgradeRefused
 
 __all__ = ["Listener", "listen", "ws_url"]
 
@@ -39,7 +39,9 @@ GOING_AWAY = 1001  # the instance shuts down
 ABNORMAL = 1006  # no close frame: the network went away
 POLICY = 1008  # the token expired (or the client broke protocol)
 TOO_BIG = 1009  # we sent an oversized frame: reconnecting would not help
+SERVICE_RESTART = 1012  # "reconnect": reconnect at once, the token stays good
 TRY_AGAIN_LATER = 1013  # we read too slowly
+REVOKED = 4001  # "revoked": an operator disconnected this user; never reconnect with this token
 
 
 def ws_url(base_url: str, path: str = "/ws/tasks") -> str:
@@ -100,12 +102,17 @@ class Listener:
     ``backoff=(base, cap)``; ``n`` counts failures since the last connection that stayed up
     :data:`STABLE_AFTER` seconds). After 1008 (token expired) it asks ``get_token()`` (sync or
     async) for a new token and reconnects at once; without ``get_token`` it raises
-    :class:`~wsgate_client.ConnectionClosed`. A 401 upgrade asks ``get_token()`` once, and
+    :class:`~wsgate_client.ConnectionClosed`. After 1012 (``reconnect``: an operator asked
+    the user's clients to reconnect) it reconnects at once with the same token (and with
+    backoff should that repeat within :data:`STABLE_AFTER` seconds). After 4001 (``revoked``:
+    an operator revoked the user's connections) it stops and raises
+    :class:`~wsgate_client.Revoked`, whatever ``reconnect`` and ``get_token`` say: the
+    same token must not be used again. A 401 upgrade asks ``get_token()`` once, and
     raises :class:`~wsgate_client.UpgradeRefused` if that token is refused too (or if there is
     no ``get_token``); a 403 or another 4xx raises at once. An exception raised by
     ``get_token`` comes out of the iteration.
 
-    With ``reconnect=False`` the iteration ends after a 1000/1001 close and raises
+    With ``reconnect=False`` the iteration ends after a 1000/1001/1012 close and raises
     :class:`~wsgate_client.ConnectionClosed` (or the network error) otherwise.
 
     Channels: ``channels=["project:42", ...]`` joins them at connect (``channels=`` in the URL)
@@ -340,10 +347,21 @@ class Listener:
                 self._attempt += 1
             await self._refresh_token()
             return
+        if code == REVOKED:
+            log.warning("wsgate: closed 4001 (%s): this user's connections were revoked; not reconnecting", reason)
+            self._closed.set()
+            raise Revoked(code, reason) from None
         if code == TOO_BIG:
             raise ConnectionClosed(code, reason) from None
+        if code == SERVICE_RESTART and self.reconnect:
+            # Asked to reconnect: at once (the token is still good), unless it keeps happening.
+            self._delay = 0.0 if self._attempt == 0 else self._next_backoff()
+            if self._delay == 0.0:
+                self._attempt += 1
+            log.info("wsgate: closed 1012 (%s); reconnecting in %.2fs", reason, self._delay)
+            return
         if not self.reconnect:
-            if code in (NORMAL, GOING_AWAY):
+            if code in (NORMAL, GOING_AWAY, SERVICE_RESTART):
                 self._closed.set()
                 return
             raise ConnectionClosed(code, reason) from None
