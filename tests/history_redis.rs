@@ -544,3 +544,49 @@ async fn a_publish_at_start_up_waits_for_redis_and_gets_a_stream_id() {
     assert_eq!(gw.get_json("/ready").await.0, 200);
     assert!(!gw.logs().contains("Redis connection lost"), "{}", gw.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_off_by_a_full_outbox_is_completed_exactly_once_by_its_retry() {
+    let mut redis = persistent_redis().await;
+    let gws = fleet(&redis, 2, &[("REDIS_OUTBOX_MAX_EVENTS", "2")]).await;
+    let token = publish_token(&gws[0].secret);
+    let mut a = connect_user(&gws[0], "a").await;
+    let mut b = connect_user(&gws[1], "b").await;
+    redis.kill();
+    gws[0].wait_redis_state("disconnected").await;
+    let body = json!({"events": (0..5).map(|i| seq_event("e", i, 0)).collect::<Vec<_>>()});
+    let send = || async {
+        let r = gws[0]
+            .http()
+            .post(gws[0].http_url("/api/events/batch"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "batch-7")
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /api/events/batch");
+        response_json(r).await
+    };
+    // Two items fit the outbox; the third does not: 503 naming what was kept.
+    let (status, v) = send().await;
+    assert_eq!(status, 503, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("events[2] not accepted") && msg.contains("events[0..2] were"), "{v}");
+    assert_eq!(a.read_seqs(2).await, [0, 1], "the kept items reach local clients at once");
+
+    redis.restart().await;
+    for g in &gws {
+        g.wait_redis_state("connected").await;
+    }
+    gws[0].wait_metric("wsgate_redis_outbox_events", 0.0).await;
+    // The retry with the same key publishes only items 2..5, and answers all five ids.
+    let (status, v) = send().await;
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["ids"].as_array().map(Vec::len), Some(5), "{v}");
+    assert_eq!(a.read_seqs(3).await, [2, 3, 4]);
+    assert_eq!(read_seqs_logged(&mut b, 5, &gws).await, [0, 1, 2, 3, 4], "every item once, in order, elsewhere too");
+    // A second retry publishes nothing at all.
+    let (status, again) = send().await;
+    assert_eq!((status, &again["ids"]), (202, &v["ids"]), "{again}");
+    expect_only_marker(&gws[0], &mut [&mut a, &mut b]).await;
+}
