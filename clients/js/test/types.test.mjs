@@ -4,22 +4,11 @@
 // the typing is checked to be strict, not only permissive. It imports "wsgate-client" by name,
 // as a user does: package.json's "exports" (self-reference) leads to wsgate.d.ts.
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
-import { createRequire } from "node:module";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { tsc } from "../testing/tsc.mjs";
 
-const TSC = createRequire(import.meta.url).resolve("typescript/bin/tsc");
 const PROJECT = fileURLToPath(new URL("./types/tsconfig.json", import.meta.url));
-
-/** Runs tsc; resolves with its exit code and output. */
-export function tsc(args, cwd) {
-  return new Promise((res) =>
-    execFile(process.execPath, [TSC, ...args], { cwd, timeout: 120000 }, (err, stdout, stderr) =>
-      res({ code: err ? (err.code ?? 1) : 0, out: `${stdout}${stderr}` }),
-    ),
-  );
-}
 
 for (const [name, flags] of [
   ["nodenext (Node, ESM)", []],
