@@ -302,8 +302,9 @@ export interface ConnectOptions<Events extends EventMap = UntypedEvents> {
   backoff?: BackoffOptions;
   /**
    * Retry a first connection that fails (the gateway is being deployed, restarted, or drains)
-   * with the same backoff as any reconnection. Default true. False: the first failed upgrade
-   * stops the client with "upgrade_refused" (once connected, failures are always retried).
+   * with the same backoff as any reconnection. Default true. False: a first failed upgrade that
+   * would be retried stops the client with "upgrade_refused" instead (a known 401 still gets a
+   * fresh token from getToken(); once connected, failures are always retried).
    * Whatever it says, an upgrade known to be refused for good stops the client (see
    * "upgrade_refused").
    */
