@@ -3,9 +3,12 @@
 //
 // What it does on top of a bare WebSocket:
 // - sends the token as `?token=` (browsers cannot set headers on a WebSocket);
-// - reconnects with exponential backoff and full jitter, reset after a `connected` frame;
-// - knows the gateway's close codes: 1008 → fresh token from getToken() first, 1001/1013 and
-//   any other loss → reconnect; a refused upgrade (bad token) stops instead of looping;
+// - reconnects with exponential backoff and full jitter, reset after a `connected` frame, also
+//   when the very first attempt fails (a page opened during a deploy connects once it can);
+// - knows the gateway's close codes: getToken() only when the gateway points at the token
+//   (1008 "token_expired", a refused upgrade with a known HTTP 401); 4001 (revoked by an
+//   operator) → onRevoked, stop for good; 1012 (asked to reconnect) → reconnect at once with the
+//   same token; 1001/1013 and any other loss → reconnect;
 // - application ping every pingIntervalMs; silence after a ping → the connection is dead;
 // - dispatches events to handlers per type (`"*"` for all) and tracks the last event id,
 //   which it sends back as `since=` when it reconnects (the gateway's resume parameter);
@@ -19,11 +22,15 @@
 /** Close codes the gateway uses. */
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
-  GOING_AWAY: 1001, // the instance shuts down: reconnect
+  GOING_AWAY: 1001, // the instance shuts down: reconnect (elsewhere)
+  PROTOCOL_ERROR: 1002, // the client broke the WebSocket protocol: reconnect
   ABNORMAL: 1006, // no close frame (network loss, killed process, refused upgrade)
-  POLICY: 1008, // token expired (reason "token_expired") or a protocol breach (reason "policy")
-  TOO_BIG: 1009, // an inbound frame was too large
+  INVALID_PAYLOAD: 1007, // a text message that is not UTF-8: reconnect
+  POLICY: 1008, // reason "token_expired" (fresh token first) or "message_rate" (sent too fast: reconnect)
+  TOO_BIG: 1009, // an inbound frame was too large: reconnect
+  RECONNECT: 1012, // an operator asked this user to reconnect (reason "reconnect"): at once, same token
   TRY_AGAIN: 1013, // the client read too slowly: reconnect
+  REVOKED: 4001, // an operator revoked this user (reason "revoked"): stop, never with the same token
 });
 
 /** Client states, in the order a healthy connection goes through them. */
@@ -51,6 +58,7 @@ const DEFAULTS = Object.freeze({
   pongTimeoutMs: 10000,
   connectTimeoutMs: 15000,
   resume: true,
+  retryFirstConnection: true,
 });
 
 const PING_FRAME = '{"type":"ping"}';
@@ -96,6 +104,7 @@ export class WsgateClient {
   #channels = new Set(); // joined or being joined; sent as `channels=` on every connection
   #channelHandlers = new Map();
   #resyncHandlers = new Set(); // added with onResync(handler); called after options.onResync
+  #revokedHandlers = new Set(); // added with onRevoked(handler); called after options.onRevoked
   #waiting = { subscribe: new Map(), unsubscribe: new Map() }; // channel → promise awaiting the answer
 
   constructor(url, options = {}) {
@@ -214,6 +223,20 @@ export class WsgateClient {
     this.#resyncHandlers.add(handler);
     return () => {
       this.#resyncHandlers.delete(handler);
+    };
+  }
+
+  /**
+   * Calls handler(info) when an operator revokes this user (close 4001, `POST
+   * /api/users/{sub}/disconnect`): the client has stopped for good (state "closed") and does not
+   * reconnect; a new connect() needs a token the gateway will take again (a new login). Runs
+   * after options.onRevoked. Returns a function that removes it.
+   */
+  onRevoked(handler) {
+    if (typeof handler !== "function") throw new TypeError("wsgate: onRevoked(handler) needs a function");
+    this.#revokedHandlers.add(handler);
+    return () => {
+      this.#revokedHandlers.delete(handler);
     };
   }
 
@@ -592,49 +615,94 @@ export class WsgateClient {
     for (const name of [...this.#waiting.unsubscribe.keys()]) this.#settle("unsubscribe", name);
     if (this.#closed) return;
 
-    if (!s.opened && !info.timedOut) {
-      // The upgrade failed: the socket closed before it opened, without a close frame.
-      // A browser cannot tell a refused token (401/403), a draining instance (503) and an
-      // unreachable host apart, so:
-      //  - if this client has never received `connected`, the first such failure is final;
-      //  - after a successful connection it counts as the gateway being away (restart, deploy)
-      //    and is retried with backoff, unless the status is known (Node's `ws` reports it)
-      //    to be 401/403, or the token's `exp` has passed.
-      const detail = s.status ? `HTTP ${s.status}` : "no HTTP status available";
-      const refused = s.status === 401 || s.status === 403;
-      if (!this.#everConnected) {
-        return this.#stop(info, new WsgateError("upgrade_refused",
-          `the gateway refused or could not take the WebSocket upgrade (${detail}); not retrying`,
-          { status: s.status, cause: s.error }));
-      }
-      if (refused || tokenExpired(this.#token)) {
-        if (typeof this.#opts.getToken === "function" && !s.freshToken) {
-          this.#needToken = true;
-          return this.#reconnect(info);
-        }
-        return this.#stop(info, new WsgateError(refused ? "upgrade_refused" : "token_expired",
-          refused
-            ? `the gateway refused the token (${detail}); not retrying`
-            : "the token has expired and there is no getToken() to renew it",
-          { status: s.status, cause: s.error }));
-      }
-      return this.#reconnect(info);
-    }
+    if (!s.opened && !info.timedOut) return this.#afterFailedUpgrade(s, info);
 
-    if (info.code === CloseCode.POLICY) {
-      // Token expired (reason "token_expired") or a policy breach: renew the token first.
-      if (typeof this.#opts.getToken === "function") {
+    switch (info.code) {
+      case CloseCode.REVOKED:
+        // An operator revoked this user: the same token must not come back, and a fresh one
+        // from the same source would only be revoked again. Stop; the application decides.
+        return this.#revoked(info);
+      case CloseCode.POLICY:
+        if (info.reason === "token_expired" || tokenProblem(this.#token) === "expired") {
+          if (typeof this.#opts.getToken === "function") {
+            this.#needToken = true;
+            return this.#reconnect(info);
+          }
+          return this.#stop(info, new WsgateError("token_expired",
+            `closed with 1008 (${info.reason || "policy"}): the token has expired and there is no getToken() for a fresh one`,
+            { closeCode: info.code, reason: info.reason }));
+        }
+        // Not the token (e.g. "message_rate": this client sent too fast): the same token, after
+        // a backoff delay; reported so the application can see it misbehaves.
+        this.#report(new WsgateError("policy", `closed with 1008 (${info.reason || "policy"}); reconnecting with the same token`,
+          { closeCode: info.code, reason: info.reason }));
+        return this.#reconnect(info);
+      case CloseCode.RECONNECT:
+        // An operator asked for it (or the server restarts): the token is still good, and the
+        // resume (`since=`) picks up where this connection left off. Within the first backoff
+        // step, whatever came before.
+        this.#attempt = 0;
+        return this.#reconnect(info);
+      default:
+        // 1001 (shutdown), 1013 (too slow), 1006 (lost), 1002/1007/1009, ping/connect timeouts,
+        // anything else.
+        return this.#reconnect(info);
+    }
+  }
+
+  /**
+   * The socket closed before it opened: the upgrade failed. Browsers hide why (a refused token,
+   * a draining instance, a host that is down all look the same); Node's `ws` reports the
+   * HTTP status. The token is to blame, so getToken() is asked (once per refusal: a fresh token
+   * refused too stops the client), only when the gateway said so (401) or the token shows it
+   * (expired `exp`, not a JWT at all). Otherwise the gateway is away (deploy, restart, limits):
+   * retry with backoff, the first connection too unless options.retryFirstConnection is false.
+   */
+  #afterFailedUpgrade(s, closeInfo) {
+    const status = s.status;
+    const info = { ...closeInfo, upgradeFailed: true, ...(status ? { status } : {}) };
+    const detail = status ? `HTTP ${status}` : "no HTTP status available";
+    const problem = tokenProblem(this.#token);
+    if (status === 401 || (status === undefined && problem)) {
+      if (typeof this.#opts.getToken === "function" && !s.freshToken) {
         this.#needToken = true;
         return this.#reconnect(info);
       }
-      const code = info.reason === "token_expired" || info.reason === "" ? "token_expired" : "policy";
-      return this.#stop(info, new WsgateError(code,
-        `closed with 1008 (${info.reason || "policy"}) and there is no getToken() for a fresh token`,
-        { closeCode: info.code, reason: info.reason }));
+      const why = problem === "expired" ? "the token has expired" : problem === "malformed" ? "the token is not a JWT" : "the gateway refused the token";
+      return this.#stop(info, new WsgateError(problem === "expired" ? "token_expired" : "upgrade_refused",
+        `the gateway refused the WebSocket upgrade (${detail}): ${why}, and ${s.freshToken ? "the fresh token from getToken() was refused too" : "there is no getToken() for a fresh one"}; not retrying`,
+        { status, cause: s.error }));
     }
+    if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) {
+      // 403 (origin not allowed), 404 (wrong URL), 400, 414...: trying again cannot help.
+      return this.#stop(info, new WsgateError("upgrade_refused",
+        `the gateway refused the WebSocket upgrade (${detail}); not retrying`, { status, cause: s.error }));
+    }
+    if (!this.#everConnected && !(this.#opts.retryFirstConnection ?? DEFAULTS.retryFirstConnection)) {
+      return this.#stop(info, new WsgateError("upgrade_refused",
+        `the gateway refused or could not take the WebSocket upgrade (${detail}); not retrying (retryFirstConnection: false)`,
+        { status, cause: s.error }));
+    }
+    // 429, 503 (draining, limits), 5xx, or nothing known (connection refused, a deploy): retry.
+    return this.#reconnect(info);
+  }
 
-    // 1001 (shutdown), 1013 (too slow), 1006 (lost), ping/connect timeouts, anything else.
-    this.#reconnect(info);
+  /** Close 4001: stops for good, then tells onRevoked. */
+  #revoked(info) {
+    const err = new WsgateError("revoked",
+      `an operator revoked this user (close ${info.code}${info.reason ? ` "${info.reason}"` : ""}); not reconnecting with this token`,
+      { closeCode: info.code, reason: info.reason });
+    const revoked = { code: info.code, reason: info.reason, wasClean: info.wasClean, user: this.#connection?.user ?? null, connection: this.#connection, error: err };
+    this.#stop(info, err, () => {
+      this.#emit("onRevoked", revoked);
+      for (const h of [...this.#revokedHandlers]) {
+        try {
+          h(revoked);
+        } catch (e) {
+          this.#report(new WsgateError("handler_error", `an onRevoked handler threw: ${e?.message ?? e}`, { cause: e }));
+        }
+      }
+    });
   }
 
   /** Reports the close (with the delay chosen) and schedules the next attempt. */
@@ -651,13 +719,14 @@ export class WsgateClient {
     return delayMs;
   }
 
-  #stop(info, err) {
+  #stop(info, err, beforeReport) {
     err.fatal = true;
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     this.#setState(State.CLOSED);
     this.#rejectWaiting(err);
     this.#emit("onClose", { ...info, willReconnect: false, error: err });
+    beforeReport?.();
     this.#report(err);
   }
 
@@ -674,7 +743,9 @@ export class WsgateClient {
 
   #report(err) {
     if (typeof this.#opts.onError === "function") this.#emit("onError", err);
-    else if (err.fatal) console.error(`wsgate: ${err.message}`);
+    else if (err.fatal && !(err.code === "revoked" && (typeof this.#opts.onRevoked === "function" || this.#revokedHandlers.size > 0))) {
+      console.error(`wsgate: ${err.message}`);
+    }
   }
 
   #emit(name, ...args) {
@@ -689,14 +760,21 @@ export class WsgateClient {
   }
 }
 
-/** Whether a JWT's `exp` (read without verifying) has passed. False when it cannot be read. */
-function tokenExpired(token, now = Date.now()) {
+/**
+ * What the token itself shows, read without verifying it (the gateway takes only JWTs):
+ * "expired" when its `exp` has passed, "malformed" when it is not a JWT (three base64url parts,
+ * the middle one a JSON object), otherwise null.
+ */
+function tokenProblem(token, now = Date.now()) {
+  const parts = String(token ?? "").split(".");
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]+$/.test(p))) return "malformed";
+  let claims;
   try {
-    const part = String(token).split(".")[1];
-    const b64 = part.replace(/-/g, "+").replace(/_/g, "/");
-    const { exp } = JSON.parse(atob(b64 + "===".slice((b64.length + 3) % 4)));
-    return typeof exp === "number" && exp * 1000 <= now;
+    const b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(atob(b64 + "===".slice((b64.length + 3) % 4)), (c) => c.charCodeAt(0))));
   } catch {
-    return false;
+    return "malformed";
   }
+  if (!claims || typeof claims !== "object" || Array.isArray(claims)) return "malformed";
+  return typeof claims.exp === "number" && claims.exp * 1000 <= now ? "expired" : null;
 }

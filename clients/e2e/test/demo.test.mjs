@@ -6,7 +6,7 @@ import { dirname, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { REPO_ROOT, mintToken, startGateway, startRedis, waitFor } from "../../js/testing/harness.mjs";
+import { REPO_ROOT, SECRET, mintToken, startGateway, startRedis, waitFor } from "../../js/testing/harness.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const ARTIFACTS = resolve(here, "../artifacts");
@@ -20,7 +20,40 @@ const ARGS = [
   "--disable-sync",
   "--no-first-run",
   "--disable-quic",
+  // A page answered by a route (servePageFromDisk) has no server address, so Chromium's Local
+  // Network Access checks would block its WebSocket to 127.0.0.1; the gateway's own pages are
+  // on loopback and never hit them.
+  "--disable-features=LocalNetworkAccessChecks",
 ];
+
+// The page and the client it loads, as they are in the work tree.
+const PAGE_HTML = readFileSync(resolve(REPO_ROOT, "clients/demo/index.html"), "utf8");
+const CLIENT_JS = readFileSync(resolve(REPO_ROOT, "clients/js/wsgate.js"), "utf8");
+// The gateway serves the page and the client it was built with. WSGATE_E2E_PAGE_FROM_DISK=1
+// serves those of the work tree to the browser instead (a route in front of the gateway), to
+// test them with a gateway binary built before they changed; the staleness test is skipped then.
+const PAGE_FROM_DISK = process.env.WSGATE_E2E_PAGE_FROM_DISK === "1";
+
+/** Answers the page's requests for `<anything>/demo[/]` and `<anything>/demo/wsgate.js` on `origin` with the work tree's files. */
+async function servePageFromDisk(page, origin) {
+  await page.route(
+    (url) => url.origin === origin && /\/demo(\/|\/wsgate\.js)?$/.test(url.pathname),
+    (route) => {
+      const js = new URL(route.request().url()).pathname.endsWith("/wsgate.js");
+      return route.fulfill({
+        status: 200,
+        contentType: js ? "text/javascript; charset=utf-8" : "text/html; charset=utf-8",
+        body: js ? CLIENT_JS : PAGE_HTML,
+      });
+    },
+  );
+}
+
+async function newPage(gw, options) {
+  const page = await browser.newPage(options);
+  if (PAGE_FROM_DISK) await servePageFromDisk(page, gw.http);
+  return page;
+}
 
 let redis;
 let gwA;
@@ -41,8 +74,8 @@ after(async () => {
   for (const p of [gwA, gwB, redis]) await p?.stop("SIGTERM");
 });
 
-async function openDemo(gw, user, setup) {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 860 } });
+async function openDemo(gw, user, setup, path = "/demo") {
+  const page = await newPage(gw, { viewport: { width: 1100, height: 860 } });
   await setup?.(page);
   const problems = [];
   page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
@@ -55,11 +88,11 @@ async function openDemo(gw, user, setup) {
       problems.push(`external request: ${r.url()}`);
     }
   });
-  await page.goto(`${gw.http}/demo?token=${encodeURIComponent(mintToken({ sub: user }))}`);
+  await page.goto(`${gw.http}${path}?token=${encodeURIComponent(mintToken({ sub: user }))}`);
   return { page, problems };
 }
 
-test("the served client is the one in clients/js (the binary is not stale)", { timeout: 20000 }, async () => {
+test("the served client is the one in clients/js (the binary is not stale)", { timeout: 20000, skip: PAGE_FROM_DISK && "WSGATE_E2E_PAGE_FROM_DISK=1: the browser gets the work tree's files, not the binary's" }, async () => {
   const served = await (await fetch(`${gwA.http}/demo/wsgate.js`)).text();
   const onDisk = readFileSync(resolve(REPO_ROOT, "clients/js/wsgate.js"), "utf8");
   assert.ok(served === onDisk, "target/debug/wsgate serves an old clients/js/wsgate.js: run `cargo build -p wsgate`");
@@ -203,7 +236,7 @@ test("the gateway's resync frame: the page shows a notice, logs it, and stays co
 });
 
 test("a bad token in the page: the client stops and says so (no retry loop)", { timeout: 30000 }, async () => {
-  const page = await browser.newPage();
+  const page = await newPage(gwA);
   let upgrades = 0;
   page.on("websocket", () => upgrades++);
   await page.goto(`${gwA.http}/demo?token=not-a-valid-token`);
@@ -215,9 +248,94 @@ test("a bad token in the page: the client stops and says so (no retry loop)", { 
 });
 
 test("without a token the page explains how to get one", { timeout: 30000 }, async () => {
-  const page = await browser.newPage();
+  const page = await newPage(gwA);
   await page.goto(`${gwA.http}/demo`);
   await page.locator("#notice").filter({ hasText: /No token/ }).waitFor({ timeout: 5000 });
   assert.equal(await page.locator("#state").textContent(), "closed");
+  await page.close();
+});
+
+test("the page builds every URL on its own origin: opened at //evil.example/demo it loads the client from, and connects to, its own gateway", { timeout: 30000 }, async () => {
+  // The gateway does not serve that path; a reverse proxy might. The page comes from the work
+  // tree through a route; its script would import //evil.example/demo/wsgate.js if it built
+  // URLs from the path (the `problems` of openDemo catch any request off the gateway).
+  const evil = `${gwA.http}//evil.example/demo`;
+  const asked = [];
+  const { page, problems } = await openDemo(gwA, "alice", async (p) => {
+    p.on("request", (r) => asked.push(new URL(r.url()).pathname));
+    await p.route((url) => url.href.startsWith(evil), (route) => route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: PAGE_HTML }));
+  }, "//evil.example/demo");
+  assert.equal(new URL(page.url()).pathname, "//evil.example/demo");
+  await page.locator("#state").filter({ hasText: /^open$/ }).waitFor({ timeout: 15000 });
+  await page.locator("#instance").filter({ hasText: "gw-a" }).waitFor({ timeout: 5000 });
+  await waitFor(() => asked.includes("/ws/stats"), "the stats poll, at the root of this origin");
+  assert.ok(asked.includes("/demo/wsgate.js"), `the client from this origin's /demo/wsgate.js: ${asked}`);
+  const id = await gwA.publish({ type: "task.updated", data: { via: "own origin" } });
+  await page.locator(`#events li[data-id="${id}"]`).waitFor({ timeout: 10000 });
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test("a page opened while the gateway is down keeps trying, says so, and connects once it is up", { timeout: 60000 }, async () => {
+  // A gateway that has come and gone leaves a port with nothing on it; the page (from the work
+  // tree, as there is no gateway to serve it) is opened there, then a gateway starts on it.
+  const probe = await startGateway({ instanceId: "gw-later-probe" });
+  const port = probe.port;
+  await probe.stop("SIGTERM");
+  const origin = `http://127.0.0.1:${port}`;
+  const page = await browser.newPage();
+  await servePageFromDisk(page, origin);
+  let upgrades = 0;
+  page.on("websocket", () => upgrades++);
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  let later;
+  try {
+    await page.goto(`${origin}/demo?token=${encodeURIComponent(mintToken({ sub: "alice" }))}`);
+    const notice = page.locator("#notice");
+    await notice.filter({ hasText: /Cannot connect yet \(attempt 2\): the gateway may be starting or being deployed, or it refuses the token/ }).waitFor({ timeout: 15000 });
+    assert.equal(await notice.getAttribute("data-kind"), "retry");
+    assert.notEqual(await page.locator("#state").textContent(), "closed");
+    later = await startGateway({ port, instanceId: "gw-later" });
+    await page.locator("#state").filter({ hasText: /^open$/ }).waitFor({ timeout: 20000 });
+    await page.locator("#instance").filter({ hasText: "gw-later" }).waitFor({ timeout: 5000 });
+    assert.equal(await notice.isVisible(), false, "the notice goes once connected");
+    assert.ok(upgrades >= 3, `several attempts (${upgrades})`);
+    const id = await later.publish({ type: "task.updated", data: { after: "deploy" } });
+    await page.locator(`#events li[data-id="${id}"]`).waitFor({ timeout: 10000 });
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+    await later?.stop("SIGTERM");
+  }
+});
+
+test("a well-formed token the gateway refuses: the browser cannot see the 401, so the page keeps retrying and says the token may be why", { timeout: 30000 }, async () => {
+  const page = await newPage(gwA);
+  await page.goto(`${gwA.http}/demo?token=${encodeURIComponent(mintToken({ sub: "alice" }, `${SECRET}-wrong`))}`);
+  await page.locator("#notice").filter({ hasText: /Cannot connect yet \(attempt 1\).*refuses the token/ }).waitFor({ timeout: 10000 });
+  assert.notEqual(await page.locator("#state").textContent(), "closed");
+  await page.close();
+});
+
+test("an operator revokes the user (close 4001): the page says so, stops, and does not reconnect", { timeout: 30000 }, async () => {
+  let upgrades = 0;
+  const { page, problems } = await openDemo(gwA, "revoked-user", (p) => p.on("websocket", () => upgrades++));
+  await page.locator("#state").filter({ hasText: /^open$/ }).waitFor({ timeout: 15000 });
+  const r = await fetch(`${gwA.http}/api/users/revoked-user/disconnect`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${mintToken({ sub: "ops", scope: "admin" })}` },
+  });
+  assert.deepEqual([r.status, await r.json()], [200, { user: "revoked-user", disconnected: 1 }]);
+  const notice = page.locator("#notice");
+  await notice.filter({ hasText: "Access revoked by an operator for revoked-user" }).waitFor({ state: "visible", timeout: 5000 });
+  assert.equal(await notice.getAttribute("data-kind"), "revoked");
+  await page.locator("#state").filter({ hasText: /^closed$/ }).waitFor({ timeout: 5000 });
+  await page.locator('#events li.system[data-kind="revoked"]').waitFor({ timeout: 5000 });
+  await page.waitForTimeout(1500); // the first retry would come within 500 ms
+  assert.equal(upgrades, 1, "no WebSocket after the revoked one");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: resolve(ARTIFACTS, "demo-revoked.png"), animations: "disabled" });
+  assert.deepEqual(problems, []);
   await page.close();
 });

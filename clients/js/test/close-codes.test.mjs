@@ -7,6 +7,12 @@ import { connect } from "../wsgate.js";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** A JWT-shaped token (unsigned: the fake socket checks nothing); a token that is not a JWT fails on its own. */
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+const jwt = (sub, exp = Math.floor(Date.now() / 1000) + 3600) => `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp })}.c2ln`;
+const STATIC = jwt("static");
+const tokenOf = (sock) => new URL(sock.url).searchParams.get("token");
+
 /** A fake WebSocket class; `sockets` collects the instances so a test can script them. */
 function fakeSocketClass() {
   const sockets = [];
@@ -56,7 +62,7 @@ function client(opts = {}) {
   const { FakeWebSocket, sockets } = fakeSocketClass();
   const rec = { closes: [], errors: [], states: [] };
   const c = connect("ws://gateway.test/ws/tasks", {
-    token: "static-token",
+    token: STATIC,
     WebSocket: FakeWebSocket,
     backoff: { initialMs: 10, maxMs: 40 },
     pingIntervalMs: 0,
@@ -77,7 +83,7 @@ const until = async (fn, ms = 2000) => {
   }
 };
 
-for (const code of [1001, 1013, 1009, 1000, 1006, 1011, 4000]) {
+for (const code of [1001, 1002, 1007, 1013, 1009, 1000, 1006, 1011, 1012, 4000]) {
   test(`close ${code} after connecting → reconnect with the same token`, async () => {
     const { c, sockets, rec } = client();
     await until(() => sockets.length === 1);
@@ -89,7 +95,7 @@ for (const code of [1001, 1013, 1009, 1000, 1006, 1011, 4000]) {
     assert.equal(rec.closes[0].willReconnect, true);
     assert.ok(rec.closes[0].delayMs >= 0 && rec.closes[0].delayMs < 10, "first retry within initialMs");
     await until(() => sockets.length === 2);
-    assert.match(sockets[1].url, /token=static-token/);
+    assert.equal(tokenOf(sockets[1]), STATIC);
     c.close();
   });
 }
@@ -106,13 +112,136 @@ test("1008 with only a static token → stops with token_expired", async () => {
   assert.equal(sockets.length, 1, "no reconnect");
 });
 
-test("1008 'policy' with only a static token → stops with policy", async () => {
-  const { c, sockets, rec } = client();
+for (const reason of ["message_rate", "policy", ""]) {
+  test(`1008 with reason ${JSON.stringify(reason)} (not the token) → reconnect with the same token, no getToken(), a non-fatal policy error`, async () => {
+    let calls = 0;
+    const { c, sockets, rec } = client({ getToken: () => (calls++, jwt("fresh")) });
+    await until(() => sockets.length === 1);
+    sockets[0].open();
+    sockets[0].serverClose(1008, reason);
+    assert.equal(c.state, "reconnecting");
+    assert.deepEqual(rec.errors.map((e) => [e.code, e.fatal, e.reason]), [["policy", false, reason]]);
+    await until(() => sockets.length === 2);
+    assert.equal(tokenOf(sockets[1]), STATIC);
+    assert.equal(calls, 0);
+    c.close();
+  });
+}
+
+test("1008 without a reason but with an expired token → the token path (getToken)", async () => {
+  let calls = 0;
+  const { c, sockets } = client({ token: jwt("old", Math.floor(Date.now() / 1000) - 5), getToken: () => (calls++, jwt("fresh")) });
   await until(() => sockets.length === 1);
   sockets[0].open();
-  sockets[0].serverClose(1008, "policy");
+  sockets[0].serverClose(1008, "");
+  await until(() => sockets.length === 2);
+  assert.equal(calls, 1);
+  assert.equal(tokenOf(sockets[1]), jwt("fresh"));
+  c.close();
+});
+
+// getToken() only when the gateway points at the token: counted over every other kind of end.
+test("getToken() is not called after 1001, 1002, 1006, 1007, 1009, 1012, 1013, 1008 message_rate, a ping timeout or a failed upgrade with no status", async () => {
+  let calls = 0;
+  const { c, sockets, rec } = client({ getToken: () => (calls++, jwt("fresh")), onError: () => {}, pingIntervalMs: 20, pongTimeoutMs: 60 });
+  await until(() => sockets.length === 1);
+  const ends = [
+    (s) => s.serverClose(1001, "shutdown"),
+    (s) => s.serverClose(1002, "protocol_error"),
+    (s) => s.serverClose(1006),
+    (s) => s.serverClose(1007, "invalid_payload"),
+    (s) => s.serverClose(1009, "message_too_big"),
+    (s) => s.serverClose(1012, "reconnect"),
+    (s) => s.serverClose(1013, "slow"),
+    (s) => s.serverClose(1008, "message_rate"),
+    null, // silence: the ping times out
+  ];
+  for (const [i, end] of ends.entries()) {
+    sockets[i].open();
+    if (end) end(sockets[i]);
+    await until(() => sockets.length === i + 2);
+    assert.equal(tokenOf(sockets[i + 1]), STATIC, `attempt ${i + 1}`);
+  }
+  sockets.at(-1).refuse(); // an upgrade that failed, nothing known: the gateway is away
+  await until(() => sockets.length === ends.length + 2);
+  assert.equal(tokenOf(sockets.at(-1)), STATIC);
+  assert.equal(calls, 0);
+  assert.equal(rec.closes.filter((x) => !x.willReconnect).length, 0);
+  c.close();
+});
+
+test("4001 → stops for good: state closed, onRevoked (option, then handlers), a fatal `revoked` error, no getToken, no reconnect", async () => {
+  let calls = 0;
+  const order = [];
+  const { c, sockets, rec } = client({
+    getToken: () => (calls++, jwt("fresh")),
+    onRevoked: (info) => order.push(["option", info.code, info.reason, info.user, c.state]),
+    onError: (e) => order.push(["error", e.code, e.fatal]),
+    onClose: (i) => order.push(["close", i.code, i.willReconnect]),
+  });
+  const off = c.onRevoked((info) => order.push(["handler", info.connection.connection_id, info.error.code]));
+  c.onRevoked(() => order.push(["second"]));
+  assert.throws(() => c.onRevoked(null), TypeError);
+  const pending = c.subscribe("news").catch((e) => e.code);
+  await until(() => sockets.length === 1);
+  sockets[0].open({ type: "connected", connection_id: "c-9", user: "alice", instance_id: "fake" });
+  sockets[0].serverClose(4001, "revoked");
   assert.equal(c.state, "closed");
-  assert.equal(rec.errors.at(-1).code, "policy");
+  assert.deepEqual(order, [
+    ["close", 4001, false],
+    ["option", 4001, "revoked", "alice", "closed"],
+    ["handler", "c-9", "revoked"],
+    ["second"],
+    ["error", "revoked", true],
+  ]);
+  assert.equal(await pending, "revoked", "a pending subscribe rejects with the revocation");
+  off();
+  await sleep(100); // backoff 10..40 ms: a reconnect would have come
+  assert.equal(sockets.length, 1);
+  assert.equal(calls, 0);
+  assert.deepEqual(rec.states.slice(-1), ["closed"]);
+});
+
+test("4001 with onRevoked but no onError: nothing on the console; a throwing onRevoked handler is reported", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const logged = [];
+  const orig = console.error;
+  console.error = (...a) => logged.push(a.join(" "));
+  try {
+    const c = connect("ws://gateway.test/ws/tasks", { token: STATIC, WebSocket: FakeWebSocket, pingIntervalMs: 0, onRevoked: () => {} });
+    opened.add(c);
+    await until(() => sockets.length === 1);
+    sockets[0].open();
+    sockets[0].serverClose(4001, "revoked");
+    assert.equal(c.state, "closed");
+    assert.deepEqual(logged, []);
+  } finally {
+    console.error = orig;
+  }
+  const errors = [];
+  const { c, sockets: s2 } = client({ onError: (e) => errors.push(e.code) });
+  c.onRevoked(() => {
+    throw new Error("boom");
+  });
+  await until(() => s2.length === 1);
+  s2[0].open();
+  s2[0].serverClose(4001, "revoked");
+  assert.deepEqual(errors, ["handler_error", "revoked"]);
+});
+
+test("1012 → reconnects within the first backoff step with the same token and since=, even after failed attempts", async () => {
+  let calls = 0;
+  const { c, sockets, rec } = client({ getToken: () => (calls++, jwt("fresh")), backoff: { initialMs: 10, maxMs: 10000 } });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].message({ id: "9-1", type: "e", data: null, ts: 1 });
+  sockets[0].serverClose(1012, "reconnect");
+  assert.ok(rec.closes[0].delayMs < 10, `delay ${rec.closes[0].delayMs}`);
+  await until(() => sockets.length === 2);
+  assert.equal(tokenOf(sockets[1]), STATIC);
+  assert.equal(new URL(sockets[1].url).searchParams.get("since"), "9-1");
+  assert.equal(calls, 0);
+  c.close();
 });
 
 test("1008 with getToken → a fresh token, then reconnect", async () => {
@@ -133,20 +262,116 @@ test("1008 with getToken → a fresh token, then reconnect", async () => {
   c.close();
 });
 
-test("first attempt refused (no status, as in a browser) → stops, no retry", async () => {
-  const { c, sockets, rec } = client();
+test("first attempts failing (no status, as in a browser, with a token that looks fine) → retried with backoff until one connects", async () => {
+  let calls = 0;
+  const { c, sockets, rec } = client({ getToken: () => (calls++, jwt("fresh")) });
+  for (let i = 0; i < 3; i++) {
+    await until(() => sockets.length === i + 1);
+    sockets[i].refuse();
+    assert.equal(c.state, "reconnecting");
+  }
+  const caps = [10, 20, 40];
+  rec.closes.forEach((x, i) => {
+    assert.equal(x.upgradeFailed, true);
+    assert.equal(x.willReconnect, true);
+    assert.ok(x.delayMs >= 0 && x.delayMs < caps[i], `delay ${i} = ${x.delayMs} < ${caps[i]}`);
+  });
+  await until(() => sockets.length === 4);
+  sockets[3].open();
+  assert.equal(c.state, "open");
+  assert.deepEqual(rec.errors, []);
+  assert.equal(calls, 0, "no status: the token is not blamed");
+  assert.ok(sockets.every((s) => tokenOf(s) === STATIC));
+  c.close();
+});
+
+test("retryFirstConnection: false → the first failed upgrade stops the client (the old rule)", async () => {
+  const { c, sockets, rec } = client({ retryFirstConnection: false });
   await until(() => sockets.length === 1);
   sockets[0].refuse();
   assert.equal(c.state, "closed");
   assert.equal(rec.errors.length, 1);
   assert.equal(rec.errors[0].code, "upgrade_refused");
+  assert.equal(rec.errors[0].fatal, true);
   assert.equal(rec.errors[0].status, undefined);
   await sleep(60);
   assert.equal(sockets.length, 1);
 });
 
+test("retryFirstConnection: false still retries after the client has been connected once", async () => {
+  const { c, sockets } = client({ retryFirstConnection: false });
+  await until(() => sockets.length === 1);
+  sockets[0].open();
+  sockets[0].serverClose(1006);
+  await until(() => sockets.length === 2);
+  sockets[1].refuse();
+  await until(() => sockets.length === 3);
+  assert.notEqual(c.state, "closed");
+  c.close();
+});
+
+test("a token that is not a JWT, upgrade failed with no status → stops at once (nothing could make it pass)", async () => {
+  const { c, sockets, rec } = client({ token: "not-a-jwt" });
+  await until(() => sockets.length === 1);
+  sockets[0].refuse();
+  assert.equal(c.state, "closed");
+  assert.deepEqual(rec.errors.map((e) => [e.code, e.fatal]), [["upgrade_refused", true]]);
+  assert.match(rec.errors[0].message, /refused.*not a JWT/);
+  await sleep(60);
+  assert.equal(sockets.length, 1);
+});
+
+test("a known 401 on the first attempt with getToken → one fresh token; refused too → stop (no loop)", async () => {
+  let calls = 0;
+  const { c, sockets, rec } = client({ getToken: () => jwt(`fresh${++calls}`) });
+  await until(() => sockets.length === 1);
+  sockets[0].refuse("Unexpected server response: 401");
+  await until(() => sockets.length === 2);
+  assert.equal(calls, 1);
+  assert.equal(tokenOf(sockets[1]), jwt("fresh1"));
+  assert.deepEqual([rec.closes[0].upgradeFailed, rec.closes[0].status, rec.closes[0].willReconnect], [true, 401, true]);
+  sockets[1].refuse("Unexpected server response: 401");
+  assert.equal(c.state, "closed");
+  assert.deepEqual(rec.errors.map((e) => [e.code, e.status, e.fatal]), [["upgrade_refused", 401, true]]);
+  assert.match(rec.errors[0].message, /fresh token from getToken\(\) was refused too/);
+  await sleep(60);
+  assert.equal(sockets.length, 2);
+  assert.equal(calls, 1);
+});
+
+for (const status of [403, 404, 400]) {
+  test(`a known ${status} → stops at once, no getToken() (a new token cannot fix it)`, async () => {
+    let calls = 0;
+    const { c, sockets, rec } = client({ getToken: () => (calls++, jwt("fresh")) });
+    await until(() => sockets.length === 1);
+    sockets[0].refuse(`Unexpected server response: ${status}`);
+    assert.equal(c.state, "closed");
+    assert.deepEqual(rec.errors.map((e) => [e.code, e.status]), [["upgrade_refused", status]]);
+    await sleep(60);
+    assert.equal(sockets.length, 1);
+    assert.equal(calls, 0);
+  });
+}
+
+for (const status of [429, 503, 502]) {
+  test(`a known ${status} → retried with backoff and the same token`, async () => {
+    let calls = 0;
+    const { c, sockets, rec } = client({ getToken: () => (calls++, jwt("fresh")) });
+    await until(() => sockets.length === 1);
+    sockets[0].refuse(`Unexpected server response: ${status}`);
+    await until(() => sockets.length === 2);
+    assert.equal(rec.closes[0].status, status);
+    assert.equal(tokenOf(sockets[1]), STATIC);
+    sockets[1].open();
+    assert.equal(c.state, "open");
+    assert.equal(calls, 0);
+    assert.deepEqual(rec.errors, []);
+    c.close();
+  });
+}
+
 test("an error with no close event after it (Node 20's WebSocket on a refused upgrade) still ends the attempt", async () => {
-  const { c, sockets, rec } = client();
+  const { c, sockets, rec } = client({ retryFirstConnection: false });
   await until(() => sockets.length === 1);
   sockets[0].errorOnly();
   assert.equal(c.state, "connecting");
@@ -155,6 +380,18 @@ test("an error with no close event after it (Node 20's WebSocket on a refused up
   assert.equal(sockets[0].closedWith?.code, 4000, "the stuck socket was closed");
   sockets[0].serverClose(1006); // a late close event changes nothing
   assert.equal(rec.closes.length, 1);
+});
+
+test("an error with no close event after it, with retries on → the next attempt follows", async () => {
+  const { c, sockets, rec } = client();
+  await until(() => sockets.length === 1);
+  sockets[0].errorOnly();
+  await until(() => sockets.length === 2, 3000);
+  assert.equal(sockets[0].closedWith?.code, 4000, "the stuck socket was closed");
+  assert.equal(rec.closes[0].upgradeFailed, true);
+  sockets[0].serverClose(1006); // a late close event changes nothing
+  assert.equal(rec.closes.length, 1);
+  c.close();
 });
 
 test("a failed upgrade after a good connection → the gateway is away: retry with backoff", async () => {
@@ -190,7 +427,6 @@ test("a later upgrade refused with a known 401 → stops (static token) instead 
 });
 
 test("a later failure with an expired static token → stops with token_expired", async () => {
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
   const expired = `${b64({ alg: "HS256" })}.${b64({ sub: "u", exp: Math.floor(Date.now() / 1000) - 10 })}.sig`;
   const { c, sockets, rec } = client({ token: expired });
   await until(() => sockets.length === 1);

@@ -169,31 +169,58 @@ test("getToken alone is called for the first connection", { timeout: 30000 }, as
   }
 });
 
-for (const [name, token] of [
-  ["a badly signed token", () => mintToken({ sub: "mallory" }, `${SECRET}-wrong`)],
-  ["an expired token", () => mintToken({ sub: "mallory", exp: Math.floor(Date.now() / 1000) - 3600 })],
-  ["a malformed token", () => "not-a-jwt"],
+const authFailures = async (gw) =>
+  (await gw.metrics())
+    .split("\n")
+    .filter((l) => l.startsWith("wsgate_auth_failures_total{"))
+    .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
+
+for (const [name, token, code] of [
+  ["a badly signed token", () => mintToken({ sub: "mallory" }, `${SECRET}-wrong`), "upgrade_refused"],
+  ["an expired token", () => mintToken({ sub: "mallory", exp: Math.floor(Date.now() / 1000) - 3600 }), "token_expired"],
+  ["a malformed token", () => "not-a-jwt", "upgrade_refused"],
 ]) {
-  test(`a refused upgrade (${name}) stops with an error instead of looping`, { timeout: 30000 }, async () => {
+  test(`a refused upgrade (${name}), no getToken: stops after one attempt instead of looping`, { timeout: 30000 }, async () => {
     const gw = await gateway({});
-    const { client, rec } = openClient(gw.wsUrl, { token: token(), getToken: () => mintToken({ sub: "x" }) });
+    const { client, rec } = openClient(gw.wsUrl, { token: token() });
     await waitFor(() => client.state === "closed", "stopped");
     assert.equal(rec.errors.length, 1);
-    assert.equal(rec.errors[0].code, "upgrade_refused");
+    assert.equal(rec.errors[0].code, code);
     assert.equal(rec.errors[0].fatal, true);
     assert.equal(rec.errors[0].status, 401, "the ws package reports the HTTP status");
-    assert.equal(rec.closes.at(-1).willReconnect, false);
+    assert.deepEqual([rec.closes.at(-1).willReconnect, rec.closes.at(-1).upgradeFailed, rec.closes.at(-1).status], [false, true, 401]);
     await sleep(800); // with backoff 50..400 ms a loop would have retried several times
     assert.equal(rec.urls.length, 1, "exactly one attempt");
-    const failures = (await gw.metrics())
-      .split("\n")
-      .filter((l) => l.startsWith("wsgate_auth_failures_total{"))
-      .reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
-    assert.equal(failures, 1, "the gateway saw one refused upgrade");
+    assert.equal(await authFailures(gw), 1, "the gateway saw one refused upgrade");
+  });
+
+  test(`a refused upgrade (${name}) with getToken: HTTP 401 → one fresh token, connected`, { timeout: 30000 }, async () => {
+    const gw = await gateway({});
+    let calls = 0;
+    const { client, rec } = openClient(gw.wsUrl, { token: token(), getToken: () => (calls++, mintToken({ sub: "x" })) });
+    await waitFor(() => client.state === "open", "connected with the fresh token");
+    assert.equal(calls, 1);
+    assert.equal(rec.opens[0].user, "x");
+    assert.equal(rec.urls.length, 2);
+    assert.deepEqual(rec.errors, []);
+    assert.deepEqual([rec.closes[0].status, rec.closes[0].willReconnect], [401, true]);
   });
 }
 
-test("a refused upgrade with a browser-like WebSocket (no HTTP status) stops too", { timeout: 30000 }, async () => {
+test("a refused upgrade whose fresh token is refused too: two attempts, then stop (no loop)", { timeout: 30000 }, async () => {
+  const gw = await gateway({});
+  let calls = 0;
+  const bad = () => mintToken({ sub: "mallory" }, `${SECRET}-wrong`);
+  const { client, rec } = openClient(gw.wsUrl, { token: bad(), getToken: () => (calls++, bad()) });
+  await waitFor(() => client.state === "closed", "stopped");
+  assert.deepEqual(rec.errors.map((e) => [e.code, e.status, e.fatal]), [["upgrade_refused", 401, true]]);
+  await sleep(800); // with backoff 50..400 ms a loop would have retried several times
+  assert.equal(calls, 1);
+  assert.equal(rec.urls.length, 2);
+  assert.equal(await authFailures(gw), 2);
+});
+
+test("a refused upgrade with a browser-like WebSocket (no HTTP status) and a token that is not a JWT stops at once too", { timeout: 30000 }, async () => {
   const gw = await gateway({});
   const { client, rec } = openClient(gw.wsUrl, { token: "bad" }, BrowserLikeWebSocket);
   await waitFor(() => client.state === "closed", "stopped");
