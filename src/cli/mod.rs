@@ -1,24 +1,38 @@
-//! Operator subcommands of the binary: `token`, `publish`, `listen`, `stats`.
+//! The command line: the gateway's settings, or one operator subcommand.
 //!
-//! They talk to a running gateway over the same public interface as everyone else
-//! (`POST /api/events`, `GET /ws/tasks`, `GET /ws/stats`); `token` mints with the configured
-//! key, so `JWT_SECRET` in the environment is all an operator needs.
+//! `wsgate` alone runs the gateway with [`Args`]. `wsgate <command>` runs one operator job and
+//! reads only the settings that job needs: [`parse`] looks at the first argument and, for a
+//! subcommand, never builds the server's [`Args`], so a `REDIS_URL` or `LISTEN_ADDR` the job
+//! does not use cannot break it (clap would read every environment variable of the top-level
+//! command even when a subcommand follows).
+//!
+//! The jobs talk to a running gateway over its public interface, over http(s) and ws(s):
+//!
+//! - [`publish`]: `POST /api/events`;
+//! - [`listen`]: `GET /ws/tasks`, every frame printed as one JSON line;
+//! - [`token`]: mints a token with the configured secret;
+//! - [`checktoken`]: says whether the configured gateway accepts a token, and precisely why not;
+//! - [`admin`]: `stats`, `channels`, `history`, `disconnect` (the admin API, on `--admin-url`);
+//! - [`net`]: the target URLs, the shared TLS set-up, HTTP requests and their errors.
 
-use std::time::Duration;
+mod admin;
+mod checktoken;
+mod listen;
+mod net;
+mod publish;
+mod token;
 
-use bytes::Bytes;
-use clap::Subcommand;
-use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::Message;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::process::ExitCode;
 
-use crate::auth::Authenticator;
-use crate::config::{Args, Config};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// Command-line interface. `wsgate --help` prints every setting with its environment name.
-#[derive(clap::Parser, Debug)]
+use crate::config::{Args, ConfigError};
+
+/// The whole command line, as `wsgate --help` shows it: the gateway's settings, grouped by
+/// topic, and the operator subcommands, grouped by job.
+#[derive(Parser, Debug)]
 #[command(
     name = "wsgate",
     version,
@@ -26,10 +40,13 @@ use crate::config::{Args, Config};
     long_about = "WebSocket fan-out gateway.\n\nBrowsers connect to GET /ws/tasks?token=<JWT> and \
                   receive JSON events; backends POST /api/events with a service token. With \
                   REDIS_URL set, instances share one audience through Redis. Every flag can be \
-                  set through the environment variable shown in brackets; the flag wins."
+                  set through the environment variable shown in brackets; the flag wins.\n\n\
+                  Without a command, the gateway runs. A command reads only the settings it \
+                  needs: `wsgate help <command>` lists them.",
+    // A subcommand comes first, alone: the settings below belong to the gateway.
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// An operator subcommand; without one, the gateway runs.
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -37,183 +54,241 @@ pub struct Cli {
     pub settings: Args,
 }
 
-#[derive(Subcommand, Debug, Clone)]
+/// The subcommands alone, for `wsgate <command> ...`: no server settings are parsed.
+#[derive(Parser, Debug)]
+#[command(name = "wsgate", version)]
+struct Operator {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Mint a token with the configured key (JWT_SECRET) and print it.
-    Token {
-        /// The token's subject (user id or service name).
-        #[arg(long)]
-        sub: String,
-        /// Space-separated scopes, e.g. "publish".
-        #[arg(long)]
-        scope: Option<String>,
-        /// Lifetime, e.g. 90s, 30m, 1h, 7d.
-        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
-        ttl: Duration,
-    },
-    /// Publish one event through POST /api/events and print the answer.
-    Publish {
-        #[command(flatten)]
-        target: Target,
-        /// The event type.
-        #[arg(long = "type")]
-        kind: String,
-        /// The event data, as JSON.
-        #[arg(long, default_value = "null")]
-        data: String,
-        /// Deliver only to this user (repeatable). Default: everyone.
-        #[arg(long = "user")]
-        users: Vec<String>,
-    },
-    /// Connect as a user and print every frame as one JSON line.
-    Listen {
-        #[command(flatten)]
-        target: Target,
-        /// The user to connect as when minting a token.
-        #[arg(long, default_value = "cli")]
-        sub: String,
-    },
-    /// Print GET /ws/stats.
-    Stats {
-        #[command(flatten)]
-        target: Target,
-    },
+    /// Publish one event through POST /api/events and print the gateway's answer.
+    Publish(publish::PublishArgs),
+    /// Connect to /ws/tasks and print every frame as one JSON line, until the gateway closes.
+    Listen(listen::ListenArgs),
+    /// Mint a token with the configured secret (JWT_SECRET or JWT_SECRET_FILE) and print it.
+    Token(token::TokenArgs),
+    /// Say whether the configured gateway accepts a token, and if not, exactly why.
+    Checktoken(checktoken::CheckArgs),
+    /// Print GET /ws/stats: connections on this instance and across the fleet.
+    Stats(admin::StatsArgs),
+    /// List the channels that have subscribers, across the fleet (GET /api/channels).
+    Channels(admin::ChannelsArgs),
+    /// Print stored events, oldest first (GET /api/history).
+    History(admin::HistoryArgs),
+    /// Close every connection of a user on every instance (POST /api/users/{sub}/disconnect).
+    Disconnect(admin::DisconnectArgs),
 }
 
-/// Where the gateway is and how to authenticate to it.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Target {
-    /// The gateway's base URL.
-    #[arg(long, env = "WSGATE_URL", value_name = "WSGATE_URL", default_value = "http://127.0.0.1:8000")]
-    pub url: String,
-    /// A token to use. Default: one minted with JWT_SECRET.
-    #[arg(long, env = "WSGATE_TOKEN", value_name = "WSGATE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+/// How `wsgate --help` groups the subcommands (a unit test checks every one is listed once).
+const GROUPS: [(&str, &[&str]); 3] = [
+    ("Events", &["publish", "listen"]),
+    ("Tokens", &["token", "checktoken"]),
+    ("Operations (on --admin-url; an admin token but for stats)", &["stats", "channels", "history", "disconnect"]),
+];
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the gateway with these settings.
+    Serve(Box<Args>),
+    /// Run one operator subcommand.
+    Run(Box<Command>),
 }
 
-fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 1h or 7d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}: use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(n * mult))
+/// Parses the process's arguments; prints help, the version or a usage error and exits (code
+/// 2 for an error) when clap says so.
+pub fn parse() -> Invocation {
+    try_parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
 }
 
-/// Runs a subcommand; the error is printed by `main`.
-pub async fn run(cmd: Command, cfg: &Config) -> Result<(), String> {
-    let auth = Authenticator::new(&cfg.auth).map_err(|e| e.to_string())?;
-    let mint = |sub: &str, scope: Option<&str>| {
-        if cfg.dev_mode() {
-            return Err("no key configured: set JWT_SECRET (or pass --token)".to_string());
+/// [`parse`] for a given argument list (the program name first).
+pub fn try_parse_from<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let first = args.get(1).and_then(|a| a.to_str());
+    if first.is_some_and(is_subcommand) {
+        let m = Operator::command().try_get_matches_from(args)?;
+        return Ok(Invocation::Run(Box::new(Operator::from_arg_matches(&m)?.command)));
+    }
+    let m = command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&m)?;
+    Ok(match cli.command {
+        // Not reached (a subcommand is the first argument or a usage error), but harmless.
+        Some(c) => Invocation::Run(Box::new(c)),
+        None => Invocation::Serve(Box::new(cli.settings)),
+    })
+}
+
+fn is_subcommand(name: &str) -> bool {
+    Operator::command().get_subcommands().any(|s| s.get_name() == name || s.get_all_aliases().any(|a| a == name))
+}
+
+/// The top-level clap command, its help listing the subcommands by [`GROUPS`] before the
+/// settings (clap has one heading for all subcommands; they are hidden from its own list).
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let header = cmd.get_styles().get_header().to_owned();
+    let literal = cmd.get_styles().get_literal().to_owned();
+    let width = cmd.get_subcommands().map(|s| s.get_name().len()).max().unwrap_or(0) + 2;
+    let mut text = String::new();
+    for (heading, names) in GROUPS {
+        let _ = writeln!(text, "{}{heading}:{}", header.render(), header.render_reset());
+        for name in names {
+            let about =
+                cmd.find_subcommand(name).and_then(|s| s.get_about()).map(|a| a.to_string()).unwrap_or_default();
+            let pad = width - name.len();
+            let _ = writeln!(text, "  {}{name}{}{:pad$}{about}", literal.render(), literal.render_reset(), "");
         }
-        auth.mint(sub, scope, Duration::from_secs(3600))
-            .ok_or_else(|| "cannot mint with a public key: pass --token".to_string())
-    };
+        text.push('\n');
+    }
+    cmd.mut_subcommands(|s| s.hide(true))
+        .override_usage("wsgate [OPTIONS]              (runs the gateway)\n       wsgate <COMMAND> [OPTIONS]")
+        .before_help(text)
+        .help_template(
+            "{about-with-newline}\n{usage-heading} {usage}\n\nCommands (wsgate help <command> for its settings):\n\n\
+         {before-help}{all-args}{after-help}",
+        )
+}
+
+/// Why a subcommand failed. [`CliError::exit_code`]: 2 for what the operator must fix on the
+/// command line or in the settings, 1 for a request that failed or a token that is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A setting the subcommand uses is invalid (it names the setting).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The command line or its input cannot work as given.
+    #[error("{0}")]
+    Usage(String),
+    /// No connection to the gateway.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The TLS handshake failed, most often over a certificate this machine does not trust.
+    #[error("TLS with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
+    /// The gateway answered with an error status; `message` is its `error` field.
+    #[error("{what} answered {status}: {message}")]
+    Refused { what: String, status: u16, message: String },
+    /// `listen`: the gateway closed the connection.
+    #[error("the gateway closed the connection: {code} {reason}")]
+    Closed { code: u16, reason: String },
+    /// `listen`: the connection ended without a close frame.
+    #[error("the connection to the gateway was lost: {0}")]
+    Lost(String),
+    /// `checktoken`: the configured gateway would refuse the token (the report is printed).
+    #[error("the gateway would refuse this token: {0}")]
+    TokenRefused(String),
+    /// Something of this machine's failed: the runtime, standard input, standard output.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs a subcommand on a small single-threaded runtime and says how it went: the error is
+/// printed as `wsgate: <why>`. No logging is set up, so the output is only what it prints.
+pub fn run_blocking(cmd: Command) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Local(format!("cannot start the runtime: {e}")))
+        .and_then(|rt| rt.block_on(run(cmd)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsgate: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs a subcommand.
+pub async fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Token { sub, scope, ttl } => {
-            if cfg.dev_mode() {
-                return Err("no key configured: set JWT_SECRET".into());
-            }
-            let t = auth
-                .mint(&sub, scope.as_deref(), ttl)
-                .ok_or("tokens can only be minted with JWT_SECRET (a public key or a JWKS cannot sign)")?;
-            println!("{t}");
-        }
-        Command::Publish { target, kind, data, users } => {
-            let data: serde_json::Value =
-                serde_json::from_str(&data).map_err(|e| format!("--data is not JSON: {e}"))?;
-            let mut body = serde_json::json!({ "type": kind, "data": data });
-            if !users.is_empty() {
-                body["users"] = users.into();
-            }
-            let token = match target.token {
-                Some(t) => t,
-                None => mint("wsgate-cli", Some("publish"))?,
-            };
-            let (status, text) = http(&target.url, "POST", "/api/events", Some(&token), Some(body.to_string())).await?;
-            println!("{text}");
-            if status != 202 {
-                return Err(format!("publish failed with HTTP {status}"));
-            }
-        }
-        Command::Listen { target, sub } => {
-            let token = match target.token {
-                Some(t) => t,
-                None => mint(&sub, None)?,
-            };
-            let ws_url = format!("{}/ws/tasks?token={token}", target.url.replacen("http", "ws", 1));
-            let (mut ws, _) =
-                tokio_tungstenite::connect_async(ws_url).await.map_err(|e| format!("cannot connect: {e}"))?;
-            while let Some(msg) = ws.next().await {
-                match msg.map_err(|e| format!("connection lost: {e}"))? {
-                    Message::Text(t) => println!("{t}"),
-                    Message::Close(f) => {
-                        let f = f.map(|f| format!("{} {}", u16::from(f.code), f.reason)).unwrap_or_default();
-                        return Err(format!("closed by the gateway: {f}"));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Command::Stats { target } => {
-            let (status, text) = http(&target.url, "GET", "/ws/stats", None, None).await?;
-            println!("{text}");
-            if status != 200 {
-                return Err(format!("HTTP {status}"));
-            }
-        }
+        Command::Publish(a) => publish::run(a).await,
+        Command::Listen(a) => listen::run(a).await,
+        Command::Token(a) => token::run(a),
+        Command::Checktoken(a) => checktoken::run(a).await,
+        Command::Stats(a) => admin::stats(a).await,
+        Command::Channels(a) => admin::channels(a).await,
+        Command::History(a) => admin::history(a).await,
+        Command::Disconnect(a) => admin::disconnect(a).await,
     }
-    Ok(())
 }
 
-/// One HTTP/1.1 request to `base` (http:// only), returning status and body.
-async fn http(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<String>,
-) -> Result<(u16, String), String> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("WSGATE_URL must start with http:// (got {base:?})"))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(authority).await.map_err(|e| format!("cannot reach {base}: {e}"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", authority);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+/// Prints one line of output; a closed stdout (`wsgate listen | head -1`) ends the command.
+fn print_line(line: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Local(format!("cannot write the output: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run_of(args: &[&str]) -> Command {
+        match try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}")) {
+            Invocation::Run(c) => *c,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
     #[test]
-    fn ttl_units() {
-        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_ttl("30m").unwrap(), Duration::from_secs(1800));
-        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_ttl("7d").unwrap(), Duration::from_secs(7 * 86400));
-        assert!(parse_ttl("1w").is_err());
-        assert!(parse_ttl("h").is_err());
+    fn the_help_groups_every_subcommand_once() {
+        let mut listed: Vec<&str> = GROUPS.iter().flat_map(|(_, names)| names.iter().copied()).collect();
+        listed.sort_unstable();
+        let cmd = Cli::command();
+        let mut all: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+        all.sort_unstable();
+        assert_eq!(listed, all);
+        let help = command().render_long_help().to_string();
+        for (heading, names) in GROUPS {
+            assert!(help.contains(&format!("{heading}:")), "{help}");
+            for name in names {
+                assert!(help.lines().any(|l| l.trim_start().starts_with(&format!("{name} "))), "{name}: {help}");
+            }
+        }
+        assert!(help.contains("--listen-addr") && help.contains("Tokens:"), "{help}");
+    }
+
+    #[test]
+    fn a_subcommand_does_not_parse_the_server_settings() {
+        // A value the server's LISTEN_ADDR would refuse, as a flag: the subcommand has no such
+        // flag, so it is a usage error there, and the server settings are not looked at.
+        assert!(matches!(run_of(&["wsgate", "token", "--sub", "a"]), Command::Token(_)));
+        let e = try_parse_from(["wsgate", "--listen-addr", "1.2.3.4:5", "token"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(matches!(try_parse_from(["wsgate"]).unwrap(), Invocation::Serve(_)));
+        assert!(matches!(try_parse_from(["wsgate", "--listen-addr", "127.0.0.1:1"]).unwrap(), Invocation::Serve(_)));
+    }
+
+    #[test]
+    fn user_and_channel_are_exclusive() {
+        let e = try_parse_from(["wsgate", "publish", "--type", "t", "--user", "a", "--channel", "c"]).unwrap_err();
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::TokenRefused("x".into()).exit_code(), 1);
+        let refused = CliError::Refused { what: "POST /api/events".into(), status: 403, message: "no".into() };
+        assert_eq!(refused.exit_code(), 1);
     }
 }
