@@ -222,3 +222,77 @@ async fn unreadable_tokens_and_missing_settings() {
     let out = checktoken(&t, &[("JWT_SECRET", SECRET), ("REDIS_URL", "garbage"), ("LISTEN_ADDR", "x")]).await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
+
+/// A key set endpoint on a held loopback port (http:// is allowed there): answers every request
+/// with `body`, one request per connection.
+async fn jwks_server(body: String) -> (PortHold, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hold = PortHold::new();
+    let listener = hold.listen();
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (hold, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_jwks_an_unknown_kid_and_a_wrong_algorithm_are_named() {
+    let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rs256-private.pem")).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&pem).unwrap();
+    let mut jwk =
+        serde_json::to_value(jsonwebtoken::jwk::Jwk::from_encoding_key(&rsa, Algorithm::RS256).unwrap()).unwrap();
+    // Its "alg": "RS256" narrows the key to that one algorithm.
+    jwk["kid"] = "k1".into();
+    let (hold, _server) = jwks_server(json!({ "keys": [jwk] }).to_string()).await;
+    let url = format!("http://127.0.0.1:{}/jwks.json", hold.port());
+    let env = [("JWT_JWKS_URL", url.as_str())];
+    let claims = json!({"sub": "alice", "exp": now_secs() + 3600});
+    let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.to_owned());
+        encode(&h, &claims, key).unwrap()
+    };
+
+    let out = checktoken(&sign(Algorithm::RS256, "k1", &rsa), &env).await;
+    assert!(out.stdout.starts_with("alg       RS256\nkid       \"k1\"\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("verdict   accepted\n"), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code, Some(0));
+
+    let out = checktoken(&sign(Algorithm::RS256, "k2", &rsa), &env).await;
+    assert!(
+        out.stdout.contains("verdict   refused: no key for kid \"k2\" in JWT_JWKS_URL (its kids: \"k1\")\n"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(1));
+
+    let ec = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/es256-private.pem")).unwrap();
+    let ec = EncodingKey::from_ec_pem(&ec).unwrap();
+    let out = checktoken(&sign(Algorithm::ES256, "k1", &ec), &env).await;
+    assert!(
+        out.stdout.contains(
+            "verdict   refused: wrong algorithm for the key: the token is signed ES256, the JWT_JWKS_URL key \"k1\" \
+             verifies RS256 only\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.code, Some(1));
+}

@@ -345,7 +345,10 @@ async fn bad_signature(d: &Decoded, cfg: &AuthConfig, a: &AuthArgs) -> String {
             Ok(set) => {
                 let kid = d.header_str("kid");
                 match set.find(kid) {
-                    Some(k) => (k.validation.algorithms.clone(), format!("the JWT_JWKS_URL key {kid:?}")),
+                    Some(k) => {
+                        let which = kid.map_or("(the only one, no kid)".to_owned(), |k| format!("{k:?}"));
+                        (k.validation.algorithms.clone(), format!("the JWT_JWKS_URL key {which}"))
+                    }
                     None => return "bad signature".into(),
                 }
             }
