@@ -40,7 +40,8 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`logging`]: tracing set-up (text or JSON); outside strings escaped in text logs.
 //! - [`runtime`]: the session and control runtimes, and which task runs where; `run_server`.
-//! - [`cli`]: operator subcommands (`token`, `publish`, `listen`, `stats`).
+//! - [`cli`]: the command line: the gateway's settings or one operator subcommand (`publish`, `listen`,
+//!   `token`, `checktoken`, `stats`, `channels`, `history`, `disconnect`), over http(s) and ws(s).
 
 // The public surface: what the binary, the integration tests and the fuzz targets use.
 pub mod app;

@@ -52,26 +52,10 @@ pub struct Args {
     )]
     pub redis_key_prefix: String,
 
-    /// HS256 secret for user and service tokens. Without it, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL
-    /// the gateway runs in dev mode with a random key.
-    #[arg(help_heading = "Tokens", long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
-
-    /// PEM public key (RSA for RS256 or EC P-256 for ES256) instead of a secret.
-    #[arg(help_heading = "Tokens", long, env = "JWT_PUBLIC_KEY_FILE", value_name = "JWT_PUBLIC_KEY_FILE")]
-    pub jwt_public_key_file: Option<PathBuf>,
-
-    /// Required `iss` claim, checked when set.
-    #[arg(help_heading = "Tokens", long, env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
-    pub jwt_issuer: Option<String>,
-
-    /// Required `aud` claim, checked when set.
-    #[arg(help_heading = "Tokens", long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
-    pub jwt_audience: Option<String>,
-
-    /// Clock skew tolerated on `exp` and `nbf` at connect/publish time, in seconds.
-    #[arg(help_heading = "Tokens", long, env = "JWT_LEEWAY_SECS", value_name = "JWT_LEEWAY_SECS", default_value_t = 5)]
-    pub jwt_leeway_secs: u64,
+    /// The token settings (key source, issuer, audience, leeway): one definition, which the
+    /// operator subcommands flatten too.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// This instance's name in Redis and in /ws/stats. Default: host name + random suffix.
     #[arg(help_heading = "Redis (many instances)", long, env = "INSTANCE_ID", value_name = "INSTANCE_ID")]
@@ -349,6 +333,52 @@ pub struct Args {
     )]
     pub client_ip_header: ClientIpHeader,
 
+    /// How long an `Idempotency-Key` is remembered (seconds).
+    #[arg(
+        help_heading = "Publishing",
+        long,
+        env = "IDEMPOTENCY_WINDOW_SECS",
+        value_name = "IDEMPOTENCY_WINDOW_SECS",
+        default_value_t = 600
+    )]
+    pub idempotency_window_secs: u64,
+
+    /// A file holding the Redis password, put into REDIS_URL (which must then carry none).
+    #[arg(
+        help_heading = "Redis (many instances)",
+        long,
+        env = "REDIS_PASSWORD_FILE",
+        value_name = "REDIS_PASSWORD_FILE"
+    )]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// A second listener for operators: `/metrics`, `/ws/stats`, `/health` and the admin API
+    /// move there, so the public LISTEN_ADDR carries only `/ws`, `/api/events` and the probes.
+    /// Unset: everything on LISTEN_ADDR.
+    #[arg(help_heading = "Listeners", long, env = "ADMIN_LISTEN_ADDR", value_name = "ADMIN_LISTEN_ADDR")]
+    pub admin_listen_addr: Option<SocketAddr>,
+}
+
+/// How tokens are verified: the key source (at most one of JWT_SECRET, JWT_SECRET_FILE,
+/// JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL), issuer, audience and leeway. Part of the gateway's
+/// [`Args`], and of the operator subcommands that mint or check tokens: they need these
+/// settings and no other (see `crate::cli`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// HS256 secret for user and service tokens. Without it, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL
+    /// the gateway runs in dev mode with a random key.
+    #[arg(help_heading = "Tokens", long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// A file holding the HS256 secret (the form Kubernetes and Docker secrets are mounted in),
+    /// instead of JWT_SECRET. One trailing newline is ignored.
+    #[arg(help_heading = "Tokens", long, env = "JWT_SECRET_FILE", value_name = "JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// PEM public key (RSA for RS256 or EC P-256 for ES256) instead of a secret.
+    #[arg(help_heading = "Tokens", long, env = "JWT_PUBLIC_KEY_FILE", value_name = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+
     /// A JWKS (JSON Web Key Set) URL to verify user and service tokens with, instead of
     /// JWT_SECRET / JWT_PUBLIC_KEY_FILE. Keys are picked by `kid`.
     #[arg(help_heading = "Tokens", long, env = "JWT_JWKS_URL", value_name = "JWT_JWKS_URL")]
@@ -374,33 +404,15 @@ pub struct Args {
     )]
     pub jwks_min_refetch_secs: u64,
 
-    /// How long an `Idempotency-Key` is remembered (seconds).
-    #[arg(
-        help_heading = "Publishing",
-        long,
-        env = "IDEMPOTENCY_WINDOW_SECS",
-        value_name = "IDEMPOTENCY_WINDOW_SECS",
-        default_value_t = 600
-    )]
-    pub idempotency_window_secs: u64,
+    /// Required `iss` claim, checked when set.
+    #[arg(help_heading = "Tokens", long, env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 
-    /// A file holding the HS256 secret (the form Kubernetes and Docker secrets are mounted in),
-    /// instead of JWT_SECRET. One trailing newline is ignored.
-    #[arg(help_heading = "Tokens", long, env = "JWT_SECRET_FILE", value_name = "JWT_SECRET_FILE")]
-    pub jwt_secret_file: Option<PathBuf>,
+    /// Required `aud` claim, checked when set.
+    #[arg(help_heading = "Tokens", long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
 
-    /// A file holding the Redis password, put into REDIS_URL (which must then carry none).
-    #[arg(
-        help_heading = "Redis (many instances)",
-        long,
-        env = "REDIS_PASSWORD_FILE",
-        value_name = "REDIS_PASSWORD_FILE"
-    )]
-    pub redis_password_file: Option<PathBuf>,
-
-    /// A second listener for operators: `/metrics`, `/ws/stats`, `/health` and the admin API
-    /// move there, so the public LISTEN_ADDR carries only `/ws`, `/api/events` and the probes.
-    /// Unset: everything on LISTEN_ADDR.
-    #[arg(help_heading = "Listeners", long, env = "ADMIN_LISTEN_ADDR", value_name = "ADMIN_LISTEN_ADDR")]
-    pub admin_listen_addr: Option<SocketAddr>,
+    /// Clock skew tolerated on `exp` and `nbf` at connect/publish time, in seconds.
+    #[arg(help_heading = "Tokens", long, env = "JWT_LEEWAY_SECS", value_name = "JWT_LEEWAY_SECS", default_value_t = 5)]
+    pub jwt_leeway_secs: u64,
 }

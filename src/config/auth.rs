@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{at_least, at_most, bad, Args, ConfigError};
+use super::{at_least, at_most, bad, AuthArgs, ConfigError};
 
 /// How tokens are verified.
 #[derive(Clone)]
@@ -89,8 +89,9 @@ pub(super) fn read_secret_file(setting: &'static str, path: &std::path::Path) ->
 }
 
 /// The key sources are exclusive: exactly one of JWT_SECRET, JWT_SECRET_FILE,
-/// JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL, or none (dev mode).
-pub(super) fn auth_config(a: &Args) -> Result<AuthConfig, ConfigError> {
+/// JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL, or none (dev mode). Public for the operator
+/// subcommands, which validate these settings and no other.
+pub fn auth_config(a: &AuthArgs) -> Result<AuthConfig, ConfigError> {
     let jwks_url = a.jwt_jwks_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
     let sources: Vec<&'static str> = [
         ("JWT_SECRET", a.jwt_secret.as_deref().is_some_and(|s| !s.is_empty())),

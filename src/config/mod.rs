@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use self::args::{Args, ClientIpHeader, LogFormat};
-use self::auth::auth_config;
-pub use self::auth::{check_secret, AuthConfig, JwksSettings, JwtKey, MIN_SECRET_BYTES};
+pub use self::args::{Args, AuthArgs, ClientIpHeader, LogFormat};
+pub use self::auth::{auth_config, check_secret, AuthConfig, JwksSettings, JwtKey, MIN_SECRET_BYTES};
 use self::listen::{allowed_origins, trusted_proxies};
 pub use self::listen::{ClientIpConfig, IpNet, ListenConfig};
 use self::redis::redis_config;
@@ -148,7 +147,7 @@ impl Config {
     /// Validates parsed arguments. Reads the key and secret files that are set.
     pub fn from_args(a: Args) -> Result<Config, ConfigError> {
         Ok(Config {
-            auth: auth_config(&a)?,
+            auth: auth_config(&a.auth)?,
             listen: ListenConfig {
                 addr: a.listen_addr,
                 admin_addr: match a.admin_listen_addr {
