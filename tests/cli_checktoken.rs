@@ -90,7 +90,7 @@ async fn a_publish_token_lists_the_endpoints_its_scope_allows() {
     assert_eq!(
         service,
         "service   may call every endpoint (admin): POST /api/events, POST /api/events/batch, \
-         GET /api/channels/{name}/presence, POST /api/users/{sub}/disconnect, GET /api/channels, GET /api/history"
+         GET /api/channels/{name}/presence, GET /api/channels, GET /api/history, POST /api/users/{sub}/disconnect"
     );
 }
 

@@ -36,6 +36,7 @@ use serde_json::{Map, Value};
 use super::{print_line, CliError};
 use crate::auth::{AuthError, Authenticator, Claims, ServiceScope};
 use crate::config::{auth_config, AuthArgs, AuthConfig, JwtKey};
+use crate::http::router::endpoints_needing;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
@@ -48,12 +49,6 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub key: AuthArgs,
 }
-
-/// What a `publish` token may call.
-const PUBLISH_ENDPOINTS: [&str; 3] =
-    ["POST /api/events", "POST /api/events/batch", "GET /api/channels/{name}/presence"];
-/// What only an `admin` token may call (it may call the publish endpoints too).
-const ADMIN_ENDPOINTS: [&str; 3] = ["POST /api/users/{sub}/disconnect", "GET /api/channels", "GET /api/history"];
 
 pub async fn run(a: CheckArgs) -> Result<(), CliError> {
     let token = if a.token == "-" {
@@ -236,10 +231,13 @@ fn uses(c: &Claims) -> Vec<(&'static str, String)> {
     joins.extend(c.channels.iter().cloned());
     let user = format!("connects to /ws/tasks as {:?}; may join {}", c.sub, joins.join(", "));
     let service = if ServiceScope::Admin.allowed_by(&c.scope) {
-        let all: Vec<&str> = PUBLISH_ENDPOINTS.iter().chain(ADMIN_ENDPOINTS.iter()).copied().collect();
+        // The route table says what each endpoint needs (an admin token may call them all).
+        let mut all = endpoints_needing(ServiceScope::Publish);
+        all.extend(endpoints_needing(ServiceScope::Admin));
         format!("may call every endpoint (admin): {}", all.join(", "))
     } else if ServiceScope::Publish.allowed_by(&c.scope) {
-        format!("may call {} (not the admin API: no \"admin\" scope)", PUBLISH_ENDPOINTS.join(", "))
+        let publish = endpoints_needing(ServiceScope::Publish);
+        format!("may call {} (not the admin API: no \"admin\" scope)", publish.join(", "))
     } else {
         "none: the scope has neither \"publish\" nor \"admin\"".to_owned()
     };

@@ -6,6 +6,8 @@
 
 use hyper::Method;
 
+use crate::auth::ServiceScope;
+
 /// An endpoint, as the dispatcher sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -65,32 +67,51 @@ pub struct RouteSpec {
     pub method: Method,
     pub route: Route,
     pub surface: Surface,
+    /// The service scope the endpoint's token needs (`wsgate checktoken` lists them from
+    /// here); `None`: no service token (a user token, or none).
+    pub scope: Option<ServiceScope>,
 }
 
-const fn r(path: &'static str, method: Method, route: Route, surface: Surface) -> RouteSpec {
-    RouteSpec { path, method, route, surface }
+const fn r(
+    path: &'static str,
+    method: Method,
+    route: Route,
+    surface: Surface,
+    scope: Option<ServiceScope>,
+) -> RouteSpec {
+    RouteSpec { path, method, route, surface, scope }
 }
+
+/// No service token: a user token (the upgrade) or none.
+const OPEN: Option<ServiceScope> = None;
+const PUBLISH: Option<ServiceScope> = Some(ServiceScope::Publish);
+const ADMIN: Option<ServiceScope> = Some(ServiceScope::Admin);
 
 /// Every endpoint. GET routes answer HEAD too.
 pub const ROUTES: &[RouteSpec] = &[
-    r("/ws/tasks", Method::GET, Route::Upgrade, Surface::Public),
-    r("/ws", Method::GET, Route::Upgrade, Surface::Public),
-    r("/api/events", Method::POST, Route::Publish, Surface::Public),
-    r("/api/events/batch", Method::POST, Route::PublishBatch, Surface::Public),
-    r("/live", Method::GET, Route::Live, Surface::Both),
-    r("/ready", Method::GET, Route::Ready, Surface::Both),
-    r("/health", Method::GET, Route::Health, Surface::Admin),
-    r("/metrics", Method::GET, Route::Metrics, Surface::Admin),
-    r("/ws/stats", Method::GET, Route::Stats, Surface::Admin),
-    r("/api/channels", Method::GET, Route::Channels, Surface::Admin),
-    r("/api/channels/{name}/presence", Method::GET, Route::Presence, Surface::Admin),
-    r("/api/history", Method::GET, Route::History, Surface::Admin),
-    r("/api/users/{sub}/disconnect", Method::POST, Route::Disconnect, Surface::Admin),
-    r("/api/openapi.json", Method::GET, Route::OpenApi, Surface::Admin),
-    r("/demo", Method::GET, Route::Demo, Surface::Public),
-    r("/demo/", Method::GET, Route::Demo, Surface::Public),
-    r("/demo/wsgate.js", Method::GET, Route::DemoClient, Surface::Public),
+    r("/ws/tasks", Method::GET, Route::Upgrade, Surface::Public, OPEN),
+    r("/ws", Method::GET, Route::Upgrade, Surface::Public, OPEN),
+    r("/api/events", Method::POST, Route::Publish, Surface::Public, PUBLISH),
+    r("/api/events/batch", Method::POST, Route::PublishBatch, Surface::Public, PUBLISH),
+    r("/live", Method::GET, Route::Live, Surface::Both, OPEN),
+    r("/ready", Method::GET, Route::Ready, Surface::Both, OPEN),
+    r("/health", Method::GET, Route::Health, Surface::Admin, OPEN),
+    r("/metrics", Method::GET, Route::Metrics, Surface::Admin, OPEN),
+    r("/ws/stats", Method::GET, Route::Stats, Surface::Admin, OPEN),
+    r("/api/channels", Method::GET, Route::Channels, Surface::Admin, ADMIN),
+    r("/api/channels/{name}/presence", Method::GET, Route::Presence, Surface::Admin, PUBLISH),
+    r("/api/history", Method::GET, Route::History, Surface::Admin, ADMIN),
+    r("/api/users/{sub}/disconnect", Method::POST, Route::Disconnect, Surface::Admin, ADMIN),
+    r("/api/openapi.json", Method::GET, Route::OpenApi, Surface::Admin, OPEN),
+    r("/demo", Method::GET, Route::Demo, Surface::Public, OPEN),
+    r("/demo/", Method::GET, Route::Demo, Surface::Public, OPEN),
+    r("/demo/wsgate.js", Method::GET, Route::DemoClient, Surface::Public, OPEN),
 ];
+
+/// `METHOD /path` of every endpoint a service token needs `scope` for, in table order.
+pub fn endpoints_needing(scope: ServiceScope) -> Vec<String> {
+    ROUTES.iter().filter(|r| r.scope == Some(scope)).map(|r| format!("{} {}", r.method, r.path)).collect()
+}
 
 /// The routes one listener serves.
 pub struct Router {
@@ -213,6 +234,25 @@ mod tests {
         let extra: Vec<_> = in_spec.iter().filter(|r| !routed.contains(r)).collect();
         assert!(missing.is_empty(), "routes docs/openapi.yaml lacks: {missing:?}");
         assert!(extra.is_empty(), "docs/openapi.yaml paths with no route: {extra:?}");
+        // The scope each route needs is the one the spec declares (`serviceToken: [scope]`).
+        for route in ROUTES {
+            let op = &spec["paths"][route.path][route.method.as_str().to_lowercase()];
+            let declared: Vec<&str> = op["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.get("serviceToken"))
+                .flat_map(|scopes| scopes.as_array().cloned().unwrap_or_default())
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .map(|s| match s.as_str() {
+                    "publish" => "publish",
+                    "admin" => "admin",
+                    _ => "other",
+                })
+                .collect();
+            let want: Vec<&str> = route.scope.map(|s| s.name()).into_iter().collect();
+            assert_eq!(declared, want, "{} {}: scope in the spec vs the route table", route.method, route.path);
+        }
     }
 
     #[test]
