@@ -131,15 +131,19 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
         }
         .encode()
     };
+    // Set when a write was cut off mid-frame (a write timeout, or the outbox closed while the
+    // socket was stalled): a close frame after it would corrupt the stream, so none is sent.
+    let mut mid_frame = false;
     // The first frames, written before anything from the outbox: events queued meanwhile wait.
     let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::Text(hello))).await {
         Ok(Ok(())) => {
             // Then the answers to `channels=`, the missed events, and live ones.
-            let answered = tokio::time::timeout(settings.write_timeout, write_batch(&mut ws, &mut answers)).await;
+            let answered =
+                tokio::time::timeout(settings.write_timeout, write_raw(&mut ws, &mut answers, &mut mid_frame)).await;
             match answered.unwrap_or(Err(Disconnect::Slow)) {
                 Err(reason) => reason,
-                Ok(()) => match send_replay(&mut ws, replay, &hub, &settings).await {
-                    Ok(skip) => serve(&mut ws, &conn, expiry_instant(peer.valid_until), skip).await,
+                Ok(()) => match send_replay(&mut ws, replay, &hub, &settings, &mut mid_frame).await {
+                    Ok(skip) => serve(&mut ws, &conn, expiry_instant(peer.valid_until), skip, &mut mid_frame).await,
                     Err(reason) => reason,
                 },
             }
@@ -159,6 +163,7 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, peer: P
     let left = reg.close();
     hub.metrics().disconnect(reason);
     match reason.close_code() {
+        Some(_) if mid_frame => {}
         Some(code) => {
             let frame = CloseFrame { code, reason: reason.reason().into() };
             let _ = tokio::time::timeout(settings.close_timeout, close_handshake(&mut ws, frame)).await;
@@ -220,6 +225,7 @@ async fn send_replay(
     replay: Option<Replay>,
     hub: &Hub,
     s: &SessionSettings,
+    mid: &mut bool,
 ) -> Result<Option<Skip>, Disconnect> {
     let Some(Replay::Recovered { frames, upto }) = replay else { return Ok(None) };
     hub.metrics().replayed_events.inc_by(frames.len() as u64);
@@ -228,7 +234,7 @@ async fn send_replay(
         // In chunks, each under the write timeout, so a long replay to a healthy client is
         // not cut off while a stalled one still is.
         let mut chunk: VecDeque<Utf8Bytes> = frames.drain(..frames.len().min(256)).collect();
-        tokio::time::timeout(s.write_timeout, write_batch(ws, &mut chunk)).await.unwrap_or(Err(Disconnect::Slow))?;
+        tokio::time::timeout(s.write_timeout, write_raw(ws, &mut chunk, mid)).await.unwrap_or(Err(Disconnect::Slow))?;
     }
     Ok(Some(Skip { upto, until: Instant::now() + SKIP_FOR }))
 }
@@ -255,7 +261,13 @@ async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
 /// The main loop. Returns why the connection ends.
 ///
 /// `skip`: after a replay, the live events it already sent (see [`Skip`]).
-async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Option<Skip>) -> Disconnect {
+async fn serve(
+    ws: &mut Socket,
+    conn: &Conn<'_>,
+    expires: Instant,
+    mut skip: Option<Skip>,
+    mid: &mut bool,
+) -> Disconnect {
     let (reg, s) = (conn.reg, conn.s);
     let mut ops = Vec::new();
     let mut budget = MessageBudget::new(s.client_messages_per_sec);
@@ -281,7 +293,7 @@ async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Opt
                     biased;
                     // Closed while we are blocked on a stalled socket (overflow or shutdown).
                     _ = reg.outbox.closed() => Err(reg.outbox.closed_reason().unwrap_or(Disconnect::Slow)),
-                    r = tokio::time::timeout(s.write_timeout, write_batch(ws, &mut batch)) => {
+                    r = tokio::time::timeout(s.write_timeout, write_raw(ws, &mut batch, &mut *mid)) => {
                         r.unwrap_or(Err(Disconnect::Slow))
                     }
                 };
@@ -350,13 +362,73 @@ fn next_deadline(expires: Instant, last_heard: Instant, ping_sent: Option<Instan
     expires.min(liveness)
 }
 
-/// Feeds every frame, then flushes once: a backlog goes out in as few syscalls as the
-/// buffers allow.
-async fn write_batch(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>) -> Result<(), Disconnect> {
-    for frame in batch.drain(..) {
-        ws.feed(Message::Text(frame)).await.map_err(|_| Disconnect::Error)?;
+/// Frames per writev: a header and a payload slice each (IOV_MAX is 1024).
+const FRAMES_PER_WRITE: usize = 32;
+
+/// A server text frame's header (FIN, opcode 1, no mask) for a payload of `len` bytes.
+fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x81;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
-    ws.flush().await.map_err(|_| Disconnect::Error)
+}
+
+/// Writes text frames straight to the socket, header and payload as slices of one writev:
+/// the shared payload is not copied into tungstenite's write buffer, and that buffer (which
+/// keeps its largest size for the connection's life) is never grown by events. Only valid
+/// while tungstenite holds nothing unwritten: everything else written through it (the
+/// `connected` frame, pings, close frames, its automatic pongs) is flushed at once.
+async fn write_raw(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>, mid: &mut bool) -> Result<(), Disconnect> {
+    use tokio::io::AsyncWriteExt;
+    // tungstenite may have queued an automatic pong while reading: out before our frames.
+    ws.flush().await.map_err(|_| Disconnect::Error)?;
+    let sock = ws.get_mut();
+    let mut heads = [[0u8; 10]; FRAMES_PER_WRITE];
+    let mut head_len = [0usize; FRAMES_PER_WRITE];
+    while !batch.is_empty() {
+        let n = batch.len().min(FRAMES_PER_WRITE);
+        let mut total = 0;
+        for i in 0..n {
+            head_len[i] = text_header(batch[i].len(), &mut heads[i]);
+            total += head_len[i] + batch[i].len();
+        }
+        let mut done = 0;
+        while done < total {
+            // The slices from `done` on (a partial write resumes mid-frame).
+            let mut iov: [std::io::IoSlice<'_>; 2 * FRAMES_PER_WRITE] =
+                [std::io::IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+            let (mut k, mut skip) = (0, done);
+            for i in 0..n {
+                for part in [&heads[i][..head_len[i]], batch[i].as_bytes()] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    iov[k] = std::io::IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    k += 1;
+                }
+            }
+            // Cancelled while waiting here after part of the chunk went out: mid-frame.
+            *mid = done > 0;
+            match sock.write_vectored(&iov[..k]).await {
+                Ok(0) | Err(_) => return Err(Disconnect::Error),
+                Ok(w) => done += w,
+            }
+        }
+        *mid = false;
+        batch.drain(..n);
+    }
+    Ok(())
 }
 
 impl Conn<'_> {
