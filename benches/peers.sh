@@ -8,14 +8,18 @@
 #        ONLY=regex         cases to run: idle19k low50 low10 bcast10k high storm
 #        SERVERS="wsgate node floor"   servers to run (storm is wsgate only)
 #        LOW_SECS=20        measured seconds of low50 / low10
+#        HIGH_BROADCASTS=2000   measured broadcasts of high (to 1,000 sockets each)
 #        GW_CPU=1 CLIENT_CPU=0   taskset cores of the gateway and of the load generators
 #                           (redis-server runs on CLIENT_CPU too)
 #        CLIENT_THREADS=1   runtime threads per load-generator process
 #        WSGATE_ENV="K=V …" extra environment for wsgate (e.g. WS_READ_BUFFER_BYTES=256)
 #        LABEL=wsgate       the name wsgate's lines get (to compare builds: WSGATE=… LABEL=…)
+#        ALT=path ALT_LABEL=alt ALT_ENV="K=V …"   a second wsgate build (or the same one with
+#                           other settings), run as server kind `alt`: SERVERS="wsgate alt node"
+#                           interleaves the two builds like the servers
 #        REDIS=1            fan-out cases with a redis-server for wsgate and node (default:
 #                           both in memory mode; storm always uses Redis)
-#        TMO=300            bound in seconds on each client run
+#        TMO=600            bound in seconds on each client run
 #        NOBUILD=1, SECRET, WSGATE, LOADGEN, SOAK, NODE_HOME (/tmp/wsgate-node-ws)
 # Output: raw lines appended to bench-results/peers.txt, logs in bench-results/logs/, then the
 #         table of benches/peers.py for this run.
@@ -25,7 +29,7 @@ cd "$ROOT" || exit 1
 
 REPS=${REPS:-3}
 ONLY=${ONLY:-.}
-TMO=${TMO:-300}
+TMO=${TMO:-600}
 SECRET=${SECRET:-wsgate-bench-secret-0123456789abcdef}
 SERVERS=${SERVERS:-wsgate node floor}
 LOW_SECS=${LOW_SECS:-20}
@@ -94,6 +98,10 @@ start_server() { # KIND LOG [REDIS_URL]
     node)
       env LISTEN_ADDR="127.0.0.1:$PORT" JWT_SECRET="$SECRET" INSTANCE_ID="node-$PORT" ${redis:+REDIS_URL=$redis} \
         $PIN_GW "$NODE_HOME/run.sh" > "$log" 2>&1 & ;;
+    alt)
+      # shellcheck disable=SC2086
+      env LISTEN_ADDR="127.0.0.1:$PORT" JWT_SECRET="$SECRET" PUBLISH_RATE_PER_SEC=0 LOG_FORMAT=text RUST_LOG=warn \
+        ${redis:+REDIS_URL=$redis} ${ALT_ENV:-} $PIN_GW "${ALT:-$WSGATE}" > "$log" 2>&1 & ;;
     *)
       # shellcheck disable=SC2086
       env LISTEN_ADDR="127.0.0.1:$PORT" JWT_SECRET="$SECRET" PUBLISH_RATE_PER_SEC=0 LOG_FORMAT=text RUST_LOG=warn \
@@ -123,7 +131,7 @@ order() { # REP: the servers, rotated by rep
   for i in $(seq 0 $((n - 1))); do out+=("${s[$(( (i + $1 - 1) % n ))]}"); done
   echo "${out[@]}"
 }
-name_of() { [ "$1" = wsgate ] && echo "$LABEL" || echo "$1"; }
+name_of() { case $1 in wsgate) echo "$LABEL" ;; alt) echo "${ALT_LABEL:-alt}" ;; *) echo "$1" ;; esac; }
 
 # ---- one fan-out run: the load generator (wsgate, node) or floor-client (floor)
 bench_one() { # CASE KIND REP "LOADGEN ARGS" "FLOOR ARGS"
@@ -285,7 +293,7 @@ LOW50_F="--conns 1000 --rate 50 --broadcasts $((50 + 50 * W)) --warmup 50 --wind
 LOW10="--conns 10000 --rate 10 --duration-s $W --warmup 10 --window 1024"
 LOW10_F="--conns 10000 --rate 10 --broadcasts $((10 + 10 * W)) --warmup 10 --window 1024"
 BCAST="--conns 10000 --broadcasts 110 --warmup 10 --window 1"
-HIGH_F="--conns 1000 --broadcasts 5200 --warmup 200 --window 64"
+HIGH_F="--conns 1000 --broadcasts $((200 + ${HIGH_BROADCASTS:-2000})) --warmup 200 --window 64"
 HIGH="$HIGH_F --pipeline 64"
 
 echo "== peers $RUN: REPS=$REPS ONLY=$ONLY SERVERS=$SERVERS gateway on cpu $GW_CPU, clients on cpu $CLIENT_CPU${REDIS:+, Redis mode}" >&2
