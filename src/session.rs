@@ -388,39 +388,39 @@ fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
 /// while tungstenite holds nothing unwritten: everything else written through it (the
 /// `connected` frame, pings, close frames, its automatic pongs) is flushed at once.
 async fn write_raw(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>, mid: &mut bool) -> Result<(), Disconnect> {
-    use tokio::io::AsyncWriteExt;
     // tungstenite may have queued an automatic pong while reading: out before our frames.
     ws.flush().await.map_err(|_| Disconnect::Error)?;
     let sock = ws.get_mut();
-    let mut heads = [[0u8; 10]; FRAMES_PER_WRITE];
-    let mut head_len = [0usize; FRAMES_PER_WRITE];
     while !batch.is_empty() {
         let n = batch.len().min(FRAMES_PER_WRITE);
-        let mut total = 0;
-        for i in 0..n {
-            head_len[i] = text_header(batch[i].len(), &mut heads[i]);
-            total += head_len[i] + batch[i].len();
-        }
+        let total: usize = batch.iter().take(n).map(|f| header_len(f.len()) + f.len()).sum();
         let mut done = 0;
         while done < total {
-            // The slices from `done` on (a partial write resumes mid-frame).
-            let mut iov: [std::io::IoSlice<'_>; 2 * FRAMES_PER_WRITE] =
-                [std::io::IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-            let (mut k, mut skip) = (0, done);
-            for i in 0..n {
-                for part in [&heads[i][..head_len[i]], batch[i].as_bytes()] {
-                    if skip >= part.len() {
-                        skip -= part.len();
-                        continue;
-                    }
-                    iov[k] = std::io::IoSlice::new(&part[skip..]);
-                    skip = 0;
-                    k += 1;
-                }
-            }
             // Cancelled while waiting here after part of the chunk went out: mid-frame.
             *mid = done > 0;
-            match sock.write_vectored(&iov[..k]).await {
+            // The headers and slices are built on the stack at each poll, not kept in this
+            // future: its state is part of every idle session's allocation.
+            let frames = &*batch;
+            let w = std::future::poll_fn(|cx| {
+                let mut heads = [[0u8; 10]; FRAMES_PER_WRITE];
+                let mut iov = [std::io::IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+                let (mut k, mut skip) = (0, done);
+                for (i, head) in heads.iter_mut().enumerate().take(n) {
+                    let hl = text_header(frames[i].len(), head);
+                    for part in [&head[..hl], frames[i].as_bytes()] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                            continue;
+                        }
+                        iov[k] = std::io::IoSlice::new(&part[skip..]);
+                        skip = 0;
+                        k += 1;
+                    }
+                }
+                tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(&mut *sock), cx, &iov[..k])
+            })
+            .await;
+            match w {
                 Ok(0) | Err(_) => return Err(Disconnect::Error),
                 Ok(w) => done += w,
             }
@@ -429,6 +429,17 @@ async fn write_raw(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>, mid: &mut b
         batch.drain(..n);
     }
     Ok(())
+}
+
+/// Length of a server text frame's header for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    if len < 126 {
+        2
+    } else if len <= u16::MAX as usize {
+        4
+    } else {
+        10
+    }
 }
 
 impl Conn<'_> {
