@@ -288,9 +288,9 @@ storm_one() { # REP
 }
 
 W=$((LOW_SECS))
-LOW50="--conns 1000 --rate 50 --duration-s $W --warmup 50 --window 1024"
+LOW50="--conns 1000 --rate 50 --duration-s $W --warmup 50 --window 1024 --pipeline 16"
 LOW50_F="--conns 1000 --rate 50 --broadcasts $((50 + 50 * W)) --warmup 50 --window 1024"
-LOW10="--conns 10000 --rate 10 --duration-s $W --warmup 10 --window 1024"
+LOW10="--conns 10000 --rate 10 --duration-s $W --warmup 10 --window 1024 --pipeline 16"
 LOW10_F="--conns 10000 --rate 10 --broadcasts $((10 + 10 * W)) --warmup 10 --window 1024"
 BCAST="--conns 10000 --broadcasts 110 --warmup 10 --window 1"
 HIGH_F="--conns 1000 --broadcasts $((200 + ${HIGH_BROADCASTS:-2000})) --warmup 200 --window 64"

@@ -914,6 +914,14 @@ async fn wait_all(
     extra: &mut Vec<(usize, String)>,
 ) -> Vec<Option<String>> {
     let mut got: Vec<Option<String>> = vec![None; procs];
+    // A line may have come in while an earlier wait ran (resume: BACK before READY).
+    extra.retain(|(id, l)| {
+        if l.starts_with(prefix) && *id < procs && got[*id].is_none() {
+            got[*id] = Some(l.clone());
+            return false;
+        }
+        true
+    });
     let deadline = Instant::now() + tmo;
     while got.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
