@@ -19,71 +19,23 @@ REPS=${REPS:-3}
 ONLY=${ONLY:-.}
 TMO=${TMO:-180}
 SECRET=${SECRET:-wsgate-bench-secret-0123456789abcdef}
-FLOOR_SRC=/work/shared/floor
-FLOOR_TARGET=$ROOT/target-floor
 OUT=$ROOT/bench-results
 LOGS=$OUT/logs
 RAW=$OUT/raw.txt
 RUN=$(date +%Y%m%dT%H%M%S)
-MIN_AVAIL_KIB=$((3 * 1024 * 1024))
 IDLE_CONNS=10000
 mkdir -p "$LOGS"
 
-ulimit -n 20000 2>/dev/null || { echo "compare.sh: cannot raise the open-files limit to 20000" >&2; exit 1; }
-
-# ---- process bookkeeping: only PIDs started here are ever signalled
-PIDS=()
-forget() { local p=$1 q; local keep=(); for q in "${PIDS[@]}"; do [ "$q" != "$p" ] && keep+=("$q"); done; PIDS=("${keep[@]}"); }
-stop_pid() { # PID [grace seconds]: SIGTERM, wait up to the grace period, then SIGKILL
-  local p=$1 g=${2:-15} i
-  kill "$p" 2>/dev/null
-  for i in $(seq 1 $((g * 10))); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -9 "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  forget "$p"
-}
-cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done; }
-trap cleanup EXIT
-trap 'echo "compare.sh: interrupted" >&2; exit 130' INT TERM
-
-memavail() { awk '/^MemAvailable:/{print $2}' /proc/meminfo; }
-check_mem() {
-  local a; a=$(memavail)
-  if [ "$a" -lt "$MIN_AVAIL_KIB" ]; then
-    echo "compare.sh: MemAvailable ${a} KiB is below 3 GiB; stopping" >&2
-    exit 1
-  fi
-}
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-pcpu() { awk '{s=$0; sub(/^.*\) /,"",s); split(s,f," "); print f[12]+f[13]}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-HZ=$(getconf CLK_TCK)
-
-PORT=9399
-next_port() { # sets PORT to the next free port in 9400-9499
-  local i
-  for i in $(seq 1 100); do
-    PORT=$((PORT + 1)); [ "$PORT" -gt 9499 ] && PORT=9400
-    if ! ss -Htan "( sport = :$PORT or dport = :$PORT )" 2>/dev/null | grep -q .; then return 0; fi
-  done
-  echo "compare.sh: no free port in 9400-9499" >&2; exit 1
-}
+ME=compare.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"   # PIDS, stop_pid, check_mem, busy/pcpu/rss, next_port, builds
+raise_nofile
 
 # ---- builds
 if [ -z "${NOBUILD:-}" ]; then
-  echo "== building floor" >&2
-  if ! CARGO_TARGET_DIR=$FLOOR_TARGET timeout 1800 cargo build --release --locked --manifest-path "$FLOOR_SRC/Cargo.toml" >&2; then
-    echo "== floor --locked build failed; building a copy in /tmp" >&2
-    rm -rf /tmp/wsgate-floor-src && mkdir -p /tmp/wsgate-floor-src
-    (cd "$FLOOR_SRC" && tar --exclude=./target -cf - .) | (cd /tmp/wsgate-floor-src && tar -xf -) || exit 1
-    chmod -R u+w /tmp/wsgate-floor-src
-    CARGO_TARGET_DIR=$FLOOR_TARGET timeout 1800 cargo build --release --manifest-path /tmp/wsgate-floor-src/Cargo.toml >&2 || exit 1
-  fi
-  echo "== building wsgate and wsgate-loadgen" >&2
-  timeout 3600 cargo build --release -p wsgate -p wsgate-loadgen >&2 || exit 1
+  build_floor
+  build_wsgate
 fi
-FLOOR_SERVER=$FLOOR_TARGET/release/floor-server
-FLOOR_CLIENT=$FLOOR_TARGET/release/floor-client
 WSGATE=${WSGATE:-$ROOT/target/release/wsgate}
 LOADGEN=${LOADGEN:-$ROOT/target/release/wsgate-loadgen}
 for b in "$FLOOR_SERVER" "$FLOOR_CLIENT" "$WSGATE" "$LOADGEN"; do
@@ -93,7 +45,7 @@ done
 # ---- servers
 SPID=
 start_server() { # KIND LOG
-  local kind=$1 log=$2 i
+  local kind=$1 log=$2
   next_port
   if [ "$kind" = floor ]; then
     "$FLOOR_SERVER" --addr "127.0.0.1:$PORT" --buffers small > "$log" 2>&1 &
@@ -103,13 +55,7 @@ start_server() { # KIND LOG
   fi
   SPID=$!
   PIDS+=("$SPID")
-  for i in $(seq 1 100); do
-    if ! kill -0 "$SPID" 2>/dev/null; then echo "compare.sh: $kind server exited at start (see $log)" >&2; return 1; fi
-    if ss -Hltn "( sport = :$PORT )" 2>/dev/null | grep -q .; then return 0; fi
-    sleep 0.1
-  done
-  echo "compare.sh: $kind server not listening on $PORT after 10 s" >&2
-  return 1
+  wait_listen "$SPID" "$PORT" "$kind server" "$log"
 }
 
 # ---- one broadcast run (the method of floor/scripts/bench.sh)
@@ -137,8 +83,7 @@ bench_one() { # SCENARIO KIND REP "CLIENT ARGS"
   stop_pid "$SPID" 15
   local cl other r
   cl=$(awk '{print $1+$2}' "$tlog" 2>/dev/null)
-  other=$(awk -v b0="$b0" -v b1="$b1" -v s0="$s0" -v s1="$s1" -v cl="${cl:-0}" -v hz="$HZ" -v t0="$t0" -v t1="$t1" \
-    'BEGIN{ d=t1-t0; if (d<=0) {print 0; exit}; printf "%.0f", ((b1-b0)-(s1-s0)-cl*hz)*100/hz/d }')
+  other=$(other_cpu "$b0" "$b1" "$t0" "$t1" "$(awk -v s0="$s0" -v s1="$s1" -v cl="${cl:-0}" -v hz="$HZ" 'BEGIN{print (s1-s0)+cl*hz}')")
   r=$(grep '^RESULT' "$clog" | tail -1 | sed 's/^RESULT //')
   local rc=$crc; [ -z "$r" ] && rc=no_result
   echo "run=$RUN scenario=$sc server=$kind rep=$rep rc=$rc $r other_cpu_pct=$other" | tee -a "$RAW" >&2

@@ -133,15 +133,21 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, mut pee
         .encode();
         (hello, replay)
     };
+    // The rest of a frame whose write was cut off (a write timeout, or the outbox closed while
+    // the socket was stalled): written before the close frame, which would otherwise land in
+    // the middle of it.
+    let mut cut = Cut::default();
     // The first frames, written before anything from the outbox: events queued meanwhile wait.
     let reason = match tokio::time::timeout(settings.write_timeout, ws.send(Message::Text(hello))).await {
         Ok(Ok(())) => {
             // Then the answers to `channels=`, the missed events, and live ones.
-            let answered = tokio::time::timeout(settings.write_timeout, write_batch(&mut ws, &mut answers)).await;
+            let answered =
+                tokio::time::timeout(settings.write_timeout, write_raw(&mut ws, &mut answers, &mut cut.done)).await;
+            cut.keep(&answers);
             match answered.unwrap_or(Err(Disconnect::Slow)) {
                 Err(reason) => reason,
-                Ok(()) => match send_replay(&mut ws, replay, &hub, &settings).await {
-                    Ok(skip) => serve(&mut ws, &conn, expiry_instant(peer.valid_until), skip).await,
+                Ok(()) => match send_replay(&mut ws, replay, &hub, &settings, &mut cut).await {
+                    Ok(skip) => serve(&mut ws, &conn, expiry_instant(peer.valid_until), skip, &mut cut).await,
                     Err(reason) => reason,
                 },
             }
@@ -162,8 +168,20 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, mut pee
     hub.metrics().disconnect(reason);
     match reason.close_code() {
         Some(code) => {
-            let frame = CloseFrame { code, reason: reason.reason().into() };
-            let _ = tokio::time::timeout(settings.close_timeout, close_handshake(&mut ws, frame)).await;
+            // A cut frame is finished first (a stuck client may never take it: then no close
+            // frame either, the socket is dropped).
+            let finished = match cut.rest.take() {
+                None => true,
+                Some(rest) => {
+                    use tokio::io::AsyncWriteExt;
+                    let finish = ws.get_mut().write_all(&rest);
+                    matches!(tokio::time::timeout(settings.close_timeout, finish).await, Ok(Ok(())))
+                }
+            };
+            if finished {
+                let frame = CloseFrame { code, reason: reason.reason().into() };
+                let _ = tokio::time::timeout(settings.close_timeout, close_handshake(&mut ws, frame)).await;
+            }
         }
         // The peer closed: flush tungstenite's queued close reply.
         None if reason == Disconnect::ClientClosed => {
@@ -174,6 +192,10 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, mut pee
     for channel in left {
         broker.leave(&channel).await;
     }
+    end(&peer, &conn_id, started, reason);
+}
+
+fn end(peer: &Peer, conn_id: &str, started: Instant, reason: Disconnect) {
     tracing::info!(
         user = %escaped(&peer.user),
         conn_id = %conn_id,
@@ -181,6 +203,48 @@ pub async fn run(mut ws: Socket, hub: Arc<Hub>, broker: Arc<dyn Broker>, mut pee
         reason = reason.reason(),
         "disconnected"
     );
+}
+
+/// A frame cut off midway by a write that did not finish (see `run`'s teardown).
+#[derive(Default)]
+struct Cut {
+    /// How much of the chunk being written went out: set by [`write_raw`] before each wait.
+    done: usize,
+    /// The cut frame's unwritten bytes, once a write was abandoned midway.
+    rest: Option<Vec<u8>>,
+}
+
+impl Cut {
+    /// After a write of `frames` ended (finished, failed or dropped): if it stopped inside a
+    /// frame, keeps that frame's unwritten bytes (the frames after it are dropped: the
+    /// connection is closing).
+    fn keep(&mut self, frames: &VecDeque<Utf8Bytes>) {
+        let mut skip = std::mem::take(&mut self.done);
+        if skip == 0 {
+            return;
+        }
+        for f in frames {
+            if skip == 0 {
+                return; // stopped at a frame boundary: nothing of the next one went out
+            }
+            let whole = header_len(f.len()) + f.len();
+            if skip >= whole {
+                skip -= whole;
+                continue;
+            }
+            let mut head = [0u8; 10];
+            let hl = text_header(f.len(), &mut head);
+            let mut rest = Vec::with_capacity(whole - skip);
+            if skip < hl {
+                rest.extend_from_slice(&head[skip..hl]);
+                rest.extend_from_slice(f.as_bytes());
+            } else {
+                rest.extend_from_slice(&f.as_bytes()[skip - hl..]);
+            }
+            self.rest = Some(rest);
+            return;
+        }
+    }
 }
 
 /// Live events a replay already sent: per stream (`None`: events without a channel), the
@@ -222,6 +286,7 @@ async fn send_replay(
     replay: Option<Replay>,
     hub: &Hub,
     s: &SessionSettings,
+    cut: &mut Cut,
 ) -> Result<Option<Skip>, Disconnect> {
     let Some(Replay::Recovered { frames, upto }) = replay else { return Ok(None) };
     hub.metrics().replayed_events.inc_by(frames.len() as u64);
@@ -230,7 +295,9 @@ async fn send_replay(
         // In chunks, each under the write timeout, so a long replay to a healthy client is
         // not cut off while a stalled one still is.
         let mut chunk: VecDeque<Utf8Bytes> = frames.drain(..frames.len().min(256)).collect();
-        tokio::time::timeout(s.write_timeout, write_batch(ws, &mut chunk)).await.unwrap_or(Err(Disconnect::Slow))?;
+        let written = tokio::time::timeout(s.write_timeout, write_raw(ws, &mut chunk, &mut cut.done)).await;
+        cut.keep(&chunk);
+        written.unwrap_or(Err(Disconnect::Slow))?;
     }
     Ok(Some(Skip { upto, until: Instant::now() + SKIP_FOR }))
 }
@@ -257,7 +324,13 @@ async fn close_handshake(ws: &mut Socket, frame: CloseFrame) {
 /// The main loop. Returns why the connection ends.
 ///
 /// `skip`: after a replay, the live events it already sent (see [`Skip`]).
-async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Option<Skip>) -> Disconnect {
+async fn serve(
+    ws: &mut Socket,
+    conn: &Conn<'_>,
+    expires: Instant,
+    mut skip: Option<Skip>,
+    cut: &mut Cut,
+) -> Disconnect {
     let (reg, s) = (conn.reg, conn.s);
     let mut ops = Vec::new();
     let mut budget = MessageBudget::new(s.client_messages_per_sec);
@@ -283,10 +356,11 @@ async fn serve(ws: &mut Socket, conn: &Conn<'_>, expires: Instant, mut skip: Opt
                     biased;
                     // Closed while we are blocked on a stalled socket (overflow or shutdown).
                     _ = reg.outbox.closed() => Err(reg.outbox.closed_reason().unwrap_or(Disconnect::Slow)),
-                    r = tokio::time::timeout(s.write_timeout, write_batch(ws, &mut batch)) => {
+                    r = tokio::time::timeout(s.write_timeout, write_raw(ws, &mut batch, &mut cut.done)) => {
                         r.unwrap_or(Err(Disconnect::Slow))
                     }
                 };
+                cut.keep(&batch);
                 batch.clear();
                 // Keep an idle connection small after a burst.
                 if batch.capacity() > 64 {
@@ -352,13 +426,99 @@ fn next_deadline(expires: Instant, last_heard: Instant, ping_sent: Option<Instan
     expires.min(liveness)
 }
 
-/// Feeds every frame, then flushes once: a backlog goes out in as few syscalls as the
-/// buffers allow.
-async fn write_batch(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>) -> Result<(), Disconnect> {
-    for frame in batch.drain(..) {
-        ws.feed(Message::Text(frame)).await.map_err(|_| Disconnect::Error)?;
+/// Frames per writev: a header and a payload slice each (IOV_MAX is 1024).
+const FRAMES_PER_WRITE: usize = 32;
+
+/// A server text frame's header (FIN, opcode 1, no mask) for a payload of `len` bytes.
+fn text_header(len: usize, out: &mut [u8; 10]) -> usize {
+    out[0] = 0x81;
+    if len < 126 {
+        out[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        out[1] = 126;
+        out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        out[1] = 127;
+        out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
-    ws.flush().await.map_err(|_| Disconnect::Error)
+}
+
+/// Writes text frames straight to the socket, header and payload as slices of one writev:
+/// the shared payload is not copied into tungstenite's write buffer, and that buffer (which
+/// keeps its largest size for the connection's life) is never grown by events. Only valid
+/// while tungstenite holds nothing unwritten: everything else written through it (the
+/// `connected` frame, pings, close frames, its automatic pongs) is flushed at once.
+///
+/// `done`: while a chunk is on its way, how much of it went out (0 at frame boundaries), for
+/// [`Cut::keep`] when this future is dropped or fails midway.
+async fn write_raw(ws: &mut Socket, batch: &mut VecDeque<Utf8Bytes>, done_out: &mut usize) -> Result<(), Disconnect> {
+    // tungstenite may have queued an automatic pong while reading: out before our frames.
+    ws.flush().await.map_err(|_| Disconnect::Error)?;
+    let sock = ws.get_mut();
+    while !batch.is_empty() {
+        let n = batch.len().min(FRAMES_PER_WRITE);
+        let total: usize = batch.iter().take(n).map(|f| header_len(f.len()) + f.len()).sum();
+        let mut done = 0;
+        while done < total {
+            // Cancelled while waiting here after part of the chunk went out: mid-frame.
+            *done_out = done;
+            // The headers and slices are built on the stack at each poll, not kept in this
+            // future: its state is part of every idle session's allocation.
+            let frames = &*batch;
+            let w = std::future::poll_fn(|cx| {
+                if n == 1 {
+                    // The usual case at low rates: one frame, two slices, no arrays to fill.
+                    let mut head = [0u8; 10];
+                    let hl = text_header(frames[0].len(), &mut head);
+                    let payload = frames[0].as_bytes();
+                    let (h, p) =
+                        if done < hl { (&head[done..hl], payload) } else { (&head[..0], &payload[done - hl..]) };
+                    let iov = [std::io::IoSlice::new(h), std::io::IoSlice::new(p)];
+                    let k = if h.is_empty() { 1 } else { 2 };
+                    let iov = if k == 1 { &iov[1..] } else { &iov[..] };
+                    return tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(&mut *sock), cx, iov);
+                }
+                let mut heads = [[0u8; 10]; FRAMES_PER_WRITE];
+                let mut iov = [std::io::IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+                let (mut k, mut skip) = (0, done);
+                for (i, head) in heads.iter_mut().enumerate().take(n) {
+                    let hl = text_header(frames[i].len(), head);
+                    for part in [&head[..hl], frames[i].as_bytes()] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                            continue;
+                        }
+                        iov[k] = std::io::IoSlice::new(&part[skip..]);
+                        skip = 0;
+                        k += 1;
+                    }
+                }
+                tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(&mut *sock), cx, &iov[..k])
+            })
+            .await;
+            match w {
+                Ok(0) | Err(_) => return Err(Disconnect::Error),
+                Ok(w) => done += w,
+            }
+        }
+        *done_out = 0;
+        batch.drain(..n);
+    }
+    Ok(())
+}
+
+/// Length of a server text frame's header for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    if len < 126 {
+        2
+    } else if len <= u16::MAX as usize {
+        4
+    } else {
+        10
+    }
 }
 
 impl Conn<'_> {
@@ -467,5 +627,42 @@ fn classify(e: WsError) -> Disconnect {
         WsError::Protocol(_) => Disconnect::ProtocolError,
         WsError::Utf8(_) => Disconnect::InvalidPayload,
         _ => Disconnect::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(frames: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in frames {
+            let mut head = [0u8; 10];
+            let hl = text_header(f.len(), &mut head);
+            out.extend_from_slice(&head[..hl]);
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn a_cut_keeps_the_rest_of_the_frame_it_stopped_in() {
+        let big = "x".repeat(300); // a 4-byte header
+        let frames: VecDeque<Utf8Bytes> = ["ab", big.as_str(), "cd"].into_iter().map(Utf8Bytes::from).collect();
+        let wire = framed(&["ab", big.as_str(), "cd"]);
+        // Stopped inside the second frame's header, inside its payload, at a boundary.
+        for done in [5, 10, 4 + 304 - 1] {
+            let mut cut = Cut { done, rest: None };
+            cut.keep(&frames);
+            let end_of_second = 4 + 4 + 300;
+            assert_eq!(cut.rest.as_deref(), Some(&wire[done..end_of_second]), "done = {done}");
+            assert_eq!(cut.done, 0);
+        }
+        let mut boundary = Cut { done: 4, rest: None };
+        boundary.keep(&frames);
+        assert!(boundary.rest.is_none(), "stopped between frames: nothing to finish");
+        let mut none = Cut::default();
+        none.keep(&frames);
+        assert!(none.rest.is_none(), "nothing went out: nothing to finish");
     }
 }

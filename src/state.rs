@@ -74,8 +74,8 @@ impl AppState {
 
 /// tungstenite's buffers, sized for many mostly idle sockets. Its defaults (128 KiB read and
 /// write buffers) cost ~137 KB per socket once a frame has been read. The read buffer is
-/// allocated for every socket: 2 KiB (`WS_READ_BUFFER_BYTES`) measured 5.7 KB of gateway
-/// memory per idle connection, 4 KiB 7.8 KB. The write buffer only grows while writing; the
+/// allocated for every socket: 256 bytes (`WS_READ_BUFFER_BYTES`) measured 4.8 KB of gateway
+/// memory per idle connection, 2 KiB 6.7 KB, 4 KiB 7.8 KB. The write buffer only grows while writing; the
 /// cap lets it hold one event as large as a publisher may send, plus the frame envelope.
 pub fn ws_config(session: &SessionConfig, max_body_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()

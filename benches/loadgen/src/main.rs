@@ -94,6 +94,10 @@ struct Cli {
     /// Publishes per second; 0 = as fast as the window allows.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// With --rate: publish for this many seconds after the warm-up (sets --broadcasts to
+    /// warmup + rate × duration).
+    #[arg(long, default_value_t = 0.0)]
+    duration_s: f64,
     /// Gateway PID, to read its CPU time and VmRSS from /proc.
     #[arg(long, default_value_t = 0)]
     server_pid: u32,
@@ -200,7 +204,10 @@ impl Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.duration_s > 0.0 && cli.rate > 0.0 {
+        cli.broadcasts = cli.warmup + (cli.rate * cli.duration_s).ceil() as usize;
+    }
     sys::raise_nofile();
     if cli.mode == Mode::Worker {
         sys::die_with_parent();
@@ -1145,8 +1152,8 @@ async fn run_bench(cli: &Cli, global: &Arc<Global>, st: &Local, workers: &mut [W
 stuck={stuck} wall_s={wall:.3} deliveries_per_s={:.0} msgs_per_s={:.1} \
 ttl_p50_ms={:.3} ttl_p99_ms={:.3} ttl_max_ms={:.3} \
 lat_p50_us={:.1} lat_p99_us={:.1} lat_p999_us={:.1} lat_max_us={:.1} \
-server_cpu_pct={:.0} client_cpu_pct={:.0} server_rss_kib={server_rss} client_rss_kib={client_rss} \
-errors={errors} dupes={} out_of_order={} other_frames={} closed={} \
+server_cpu_pct={:.0} client_cpu_pct={:.0} server_cpu_s={:.3} cpu_us_per_delivery={:.3} \
+server_rss_kib={server_rss} client_rss_kib={client_rss} errors={errors} dupes={} out_of_order={} other_frames={} closed={} \
 pub_p50_us={:.1} pub_p99_us={:.1} procs={} pipeline={} publisher={}",
         k - warmup,
         per_s(delivered as f64),
@@ -1160,6 +1167,8 @@ pub_p50_us={:.1} pub_p99_us={:.1} procs={} pipeline={} publisher={}",
         us(hist::quantile(&h, 1.0)),
         if server_pid > 0 { per_s(100.0 * (cpu_s1 - cpu_s0)) } else { 0.0 },
         per_s(100.0 * (cpu_c1 - cpu_c0)),
+        cpu_s1 - cpu_s0,
+        if delivered > 0 { (cpu_s1 - cpu_s0) * 1e6 / delivered as f64 } else { 0.0 },
         misc[0],
         misc[1],
         misc[2],

@@ -4,6 +4,8 @@
 //!             --churn 200 --rate 2 --duration-s 600 --warmup-s 60 --secret S
 //! storm: soak --mode storm --addr A --pub-addr B --reconnect-addrs B,C --gateway-pids A,B,C
 //!             --conns 10000 --procs 2 --rate 2 --secret S
+//! resume: soak --mode resume --addr A --gateway-pids A --redis-pid R --conns 10000 --procs 2
+//!             --backlog 1000 --conc 5000 --secret S
 //!
 //! The process started by the script is the *orchestrator*: it holds no client socket. It
 //! starts `--procs` worker processes (copies of itself, `--mode worker`) that hold the
@@ -23,6 +25,12 @@
 //!   `connected` frame, 15 s connect timeout) to `--reconnect-addrs`, alternating between them
 //!   (first choice by client index, then the other on each failed attempt), resuming with
 //!   `since=`. Workers say `BACK` once all their clients are connected again.
+//! * resume (issue 14, item 5): the orchestrator first publishes `--backlog` + 1 events
+//!   (seq 1 … L) with no client connected, then starts the workers with `since=<id of seq 1>`;
+//!   on `GO <ns>` every client connects at once (`--conc` handshakes in flight per worker) and
+//!   must get `connected` with `"recovered": true` and then seqs 2 … L from the replay. Workers
+//!   say `BACK` once every client has seen seq L; the figures are the time from GO until then
+//!   (per client and for all), and the CPU seconds of the gateway and of redis-server meanwhile.
 //!
 //! Every client checks its own sequence across its reconnects: each seq must be the previous
 //! one + 1 (a jump is a gap, a repeat or a lower seq a duplicate), every connection after the
@@ -58,6 +66,8 @@ type Ws = WebSocketStream<TcpStream>;
 enum Mode {
     Soak,
     Storm,
+    /// Every client resumes at once with a `since` `--backlog` events old (one gateway).
+    Resume,
     #[value(hide = true)]
     Worker,
 }
@@ -82,6 +92,12 @@ struct Cli {
     /// Storm: the PID to SIGKILL (instance A).
     #[arg(long, default_value_t = 0)]
     kill_pid: u32,
+    /// Resume: redis-server's PID, for its CPU seconds during the resume.
+    #[arg(long, default_value_t = 0)]
+    redis_pid: u32,
+    /// Resume: events published before the clients connect, after the one they resume from.
+    #[arg(long, default_value_t = 1000)]
+    backlog: u64,
     /// Client connections over all worker processes.
     #[arg(long, default_value_t = 1000)]
     conns: usize,
@@ -146,6 +162,14 @@ struct Cli {
     worker_id: usize,
     #[arg(long, default_value_t = false, hide = true)]
     storm: bool,
+    /// Internal (worker, resume): the id every client resumes from, the first seq it must
+    /// get, and the seq that completes its replay.
+    #[arg(long, hide = true)]
+    since: Option<String>,
+    #[arg(long, default_value_t = 1, hide = true)]
+    first_seq: u64,
+    #[arg(long, default_value_t = 0, hide = true)]
+    upto: u64,
 }
 
 fn main() {
@@ -158,7 +182,7 @@ fn main() {
     run_and_exit("soak", threads, async move {
         match cli.mode {
             Mode::Worker => worker(cli).await,
-            Mode::Soak | Mode::Storm => orchestrate(cli).await,
+            Mode::Soak | Mode::Storm | Mode::Resume => orchestrate(cli).await,
         }
     })
 }
@@ -343,6 +367,10 @@ struct Seq<'a> {
     c: &'a Counters,
     last_id: &'a mut Option<String>,
     last_seq: u64,
+    /// The first seq this client must get (1, or the first one a resume replays).
+    first: u64,
+    /// Resume: the seq that completes the replay (its arrival time is `back_ns`); 0 = none.
+    upto: u64,
 }
 
 impl Seq<'_> {
@@ -371,7 +399,7 @@ impl Seq<'_> {
         let last = self.last_seq;
         if last == 0 {
             self.slot.first_seq.store(seq, Relaxed);
-            if seq != 1 {
+            if seq != self.first {
                 self.c.first_not_1.fetch_add(1, Relaxed);
             }
         } else if seq <= last {
@@ -384,6 +412,9 @@ impl Seq<'_> {
         self.last_seq = seq;
         self.slot.last_seq.store(seq, Relaxed);
         self.slot.unique.fetch_add(1, Relaxed);
+        if self.upto > 0 && seq >= self.upto && self.slot.back_ns.load(Relaxed) == 0 {
+            self.slot.back_ns.store(now_ns(), Relaxed);
+        }
     }
 }
 
@@ -441,7 +472,7 @@ async fn client(w: Arc<W>, i: usize) {
     let tok = token(&w.key, serde_json::json!({ "sub": format!("u{gidx}"), "exp": now_unix() + 86_400 }));
     let src = (cli.src_ips > 0).then(|| Ipv4Addr::new(127, 0, 0, (cli.src_base + i as u32 % cli.src_ips) as u8));
     let mut rng = Rng::new(now_ns() ^ (gidx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut last_id: Option<String> = None;
+    let mut last_id: Option<String> = cli.since.clone();
     let mut last_seq = 0u64;
     let mut attempt = 0u32; // backoff exponent, reset by `connected` (as in the JS client)
     let mut since_loss = 0usize; // attempts since the connection was lost (target alternation)
@@ -488,7 +519,8 @@ async fn client(w: Arc<W>, i: usize) {
                     slot.back_ns.store(now_ns(), Relaxed);
                 }
                 slot.connected.store(true, Relaxed);
-                let mut seq = Seq { slot, c: &w.c, last_id: &mut last_id, last_seq };
+                let mut seq =
+                    Seq { slot, c: &w.c, last_id: &mut last_id, last_seq, first: cli.first_seq, upto: cli.upto };
                 let end = serve(ws, &mut seq).await;
                 last_seq = seq.last_seq;
                 slot.connected.store(false, Relaxed);
@@ -583,6 +615,23 @@ async fn worker(cli: Cli) -> i32 {
         killed_ns: AtomicU64::new(0),
         cli,
     });
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    if w.cli.since.is_some() {
+        // Resume: every client starts on GO, so that they all arrive at once.
+        emit("WAITING\n");
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) if l.starts_with("GO") => {
+                    let ns = l.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(now_ns);
+                    w.killed_ns.store(ns, Relaxed);
+                    break;
+                }
+                Ok(Some(_)) => {}
+                _ => return 1,
+            }
+        }
+        watch_back(w.clone());
+    }
     let t = Instant::now();
     for i in 0..n {
         tokio::spawn(client(w.clone(), i));
@@ -610,7 +659,6 @@ async fn worker(cli: Cli) -> i32 {
         sys::rss_kib(0)
     ));
 
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         let line = match lines.next_line().await {
             Ok(Some(l)) => l,
@@ -637,26 +685,7 @@ async fn worker(cli: Cli) -> i32 {
             Some("KILLED") => {
                 let k: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
                 w.killed_ns.store(k, Relaxed);
-                let w2 = w.clone();
-                let limit = Duration::from_secs(w.cli.recover_timeout_s);
-                tokio::spawn(async move {
-                    let t = Instant::now();
-                    let mut next_prog = Duration::from_secs(1);
-                    loop {
-                        let back = w2.slots.iter().filter(|s| s.back_ns.load(Relaxed) != 0).count();
-                        if back >= n || t.elapsed() > limit {
-                            let max = w2.slots.iter().map(|s| s.back_ns.load(Relaxed)).max().unwrap_or(0);
-                            emit(&format!("BACK back={back} of={n} max_back_ns={max}\n"));
-                            return;
-                        }
-                        if t.elapsed() >= next_prog {
-                            next_prog += Duration::from_secs(1);
-                            let lostn = w2.slots.iter().filter(|s| s.lost_ns.load(Relaxed) != 0).count();
-                            emit(&format!("PROG t={:.1} lost={lostn} back={back}\n", t.elapsed().as_secs_f64()));
-                        }
-                        sleep(Duration::from_millis(20)).await;
-                    }
-                });
+                watch_back(w.clone());
             }
             Some("END") => {
                 let l: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -676,6 +705,31 @@ async fn worker(cli: Cli) -> i32 {
     }
 }
 
+/// Says `BACK` once every client is back (storm: connected again; resume: replay complete),
+/// or after --recover-timeout-s; `PROG` lines every second meanwhile.
+fn watch_back(w: Arc<W>) {
+    let n = w.slots.len();
+    let limit = Duration::from_secs(w.cli.recover_timeout_s);
+    tokio::spawn(async move {
+        let t = Instant::now();
+        let mut next_prog = Duration::from_secs(1);
+        loop {
+            let back = w.slots.iter().filter(|s| s.back_ns.load(Relaxed) != 0).count();
+            if back >= n || t.elapsed() > limit {
+                let max = w.slots.iter().map(|s| s.back_ns.load(Relaxed)).max().unwrap_or(0);
+                emit(&format!("BACK back={back} of={n} max_back_ns={max}\n"));
+                return;
+            }
+            if t.elapsed() >= next_prog {
+                next_prog += Duration::from_secs(1);
+                let lostn = w.slots.iter().filter(|s| s.lost_ns.load(Relaxed) != 0).count();
+                emit(&format!("PROG t={:.1} lost={lostn} back={back}\n", t.elapsed().as_secs_f64()));
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
 fn result_line(w: &W, l: u64) -> String {
     let c = &w.c;
     let n = w.slots.len() as u64;
@@ -689,7 +743,8 @@ fn result_line(w: &W, l: u64) -> String {
             not_connected += 1;
         }
     }
-    let expected = n * l;
+    // Seqs first_seq ..= l (a resume's clients never see the events up to `since`).
+    let expected = n * (l + 1).saturating_sub(w.cli.first_seq);
     let mut line = format!(
         "RESULT proc={} clients={n} connected={} not_connected={not_connected} connects={} kicks_graceful={} \
          kicks_abrupt={} resumes={} recovered={} not_recovered={} published={l} expected={expected} \
@@ -766,7 +821,7 @@ struct Proc {
 /// Lines from all workers: (worker id, line).
 type Lines = mpsc::UnboundedReceiver<(usize, String)>;
 
-fn spawn_workers(cli: &Cli, storm: bool) -> Result<(Vec<Proc>, Lines), String> {
+fn spawn_workers(cli: &Cli, storm: bool, resume_from: Option<&str>) -> Result<(Vec<Proc>, Lines), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let (tx, rx) = mpsc::unbounded_channel();
     let procs = cli.procs.max(1);
@@ -808,6 +863,10 @@ fn spawn_workers(cli: &Cli, storm: bool) -> Result<(Vec<Proc>, Lines), String> {
             "--offline-ms".into(),
             cli.offline_ms.to_string(),
         ];
+        if let Some(since) = resume_from {
+            args.extend(["--since".into(), since.to_string(), "--first-seq".into(), "2".into()]);
+            args.extend(["--upto".into(), (cli.backlog + 1).to_string()]);
+        }
         if storm {
             args.push("--storm".into());
             args.push("--reconnect-addrs".into());
@@ -855,6 +914,14 @@ async fn wait_all(
     extra: &mut Vec<(usize, String)>,
 ) -> Vec<Option<String>> {
     let mut got: Vec<Option<String>> = vec![None; procs];
+    // A line may have come in while an earlier wait ran (resume: BACK before READY).
+    extra.retain(|(id, l)| {
+        if l.starts_with(prefix) && *id < procs && got[*id].is_none() {
+            got[*id] = Some(l.clone());
+            return false;
+        }
+        true
+    });
     let deadline = Instant::now() + tmo;
     while got.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -1107,7 +1174,10 @@ async fn orchestrate(cli: Cli) -> i32 {
     }
     let key = EncodingKey::from_secret(cli.secret.as_bytes());
     let base = cli.gateway_pids.first().map(|p| gw_sample(*p)).unwrap_or_default();
-    let (mut procs, mut rx) = match spawn_workers(&cli, storm) {
+    if cli.mode == Mode::Resume {
+        return run_resume(&cli, &key).await;
+    }
+    let (mut procs, mut rx) = match spawn_workers(&cli, storm, None) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("soak: {e}");
@@ -1436,6 +1506,124 @@ async fn run_storm(
     0
 }
 
+/// Publishes seqs 1 ..= n one request at a time; returns the id of seq 1.
+async fn publish_backlog(addr: SocketAddr, n: u64, key: &EncodingKey) -> Result<String, String> {
+    let tok = token(key, serde_json::json!({ "sub": "soak", "scope": "publish", "exp": now_unix() + 86_400 }));
+    let headers = format!("Authorization: Bearer {tok}\r\nContent-Type: application/json\r\n");
+    let mut http = http::Http::new(addr);
+    let mut first = None;
+    for seq in 1..=n {
+        let body = format!(r#"{{"type":"soak","data":{{"seq":{seq}}}}}"#);
+        let r = timeout(Duration::from_secs(10), http.request("POST", "/api/events", &headers, body.as_bytes()))
+            .await
+            .map_err(|_| format!("publish seq={seq}: no answer within 10 s"))?
+            .map_err(|e| format!("publish seq={seq}: {e}"))?;
+        if r.status != 202 {
+            return Err(format!("publish seq={seq}: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body)));
+        }
+        if seq == 1 {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            first = v["id"].as_str().map(str::to_string);
+        }
+    }
+    first.ok_or_else(|| "the first publish's answer has no id".into())
+}
+
+/// Resume: `--backlog` + 1 events, then every client resumes at once from the first one.
+async fn run_resume(cli: &Cli, key: &EncodingKey) -> i32 {
+    let gw = cli.gateway_pids.first().copied().unwrap_or(0);
+    let upto = cli.backlog + 1;
+    let since = match publish_backlog(cli.pub_addr.unwrap_or(cli.addr), upto, key).await {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            return 1;
+        }
+    };
+    println!("PUBLISHED events={upto} since={since} (every client resumes from seq 1: {} to replay)", cli.backlog);
+    let (mut procs, mut rx) = match spawn_workers(cli, false, Some(&since)) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            return 1;
+        }
+    };
+    let worker_pids: Vec<u32> = procs.iter().filter_map(|p| p.child.id()).collect();
+    let mut extra = Vec::new();
+    let waiting = wait_all(&mut rx, procs.len(), "WAITING", Duration::from_secs(30), &mut extra).await;
+    if waiting.iter().any(Option::is_none) {
+        eprintln!("soak: a worker did not start");
+        wait_procs(procs).await;
+        return 1;
+    }
+    let m0 = metrics(cli.addr).await;
+    let clients = |pids: &[u32]| pids.iter().map(|p| sys::cpu_secs(*p)).sum::<f64>();
+    let (g0, r0, c0) = (sys::cpu_secs(gw), sys::cpu_secs(cli.redis_pid), clients(&worker_pids));
+    let (busy0, self0, overflows0) = (sys::machine_busy_secs(), sys::cpu_secs(0), listen_overflows());
+    let go = now_ns();
+    send_all(&mut procs, &format!("GO {go}")).await;
+    let ready = wait_all(&mut rx, procs.len(), "READY", Duration::from_secs(cli.recover_timeout_s), &mut extra).await;
+    let connected_ns = now_ns();
+    let back =
+        wait_all(&mut rx, procs.len(), "BACK", Duration::from_secs(cli.recover_timeout_s + 10), &mut extra).await;
+    let (g1, r1, c1) = (sys::cpu_secs(gw), sys::cpu_secs(cli.redis_pid), clients(&worker_pids));
+    let (busy1, self1, t1) = (sys::machine_busy_secs(), sys::cpu_secs(0), now_ns());
+    let overflows = listen_overflows().saturating_sub(overflows0);
+    let all_back_ns = back.iter().flatten().map(|l| kvu(l, "max_back_ns")).max().unwrap_or(0);
+    let back_n: u64 = back.iter().flatten().map(|l| kvu(l, "back")).sum();
+    let all_back = back.iter().all(Option::is_some) && back_n == cli.conns as u64;
+    let m1 = metrics(cli.addr).await;
+    send_all(&mut procs, &format!("END {upto}")).await;
+    let done = wait_all(&mut rx, procs.len(), "DONE", Duration::from_secs(60), &mut extra).await;
+    let results = print_results(&extra);
+    let mut times: Vec<u64> = Vec::new();
+    for (_, l) in extra.iter() {
+        if let Some(rest) = l.strip_prefix("TIMES") {
+            times.extend(rest.split_whitespace().filter_map(|w| w.parse::<u64>().ok()));
+        }
+    }
+    times.sort_unstable();
+    let wall = (t1 - go) as f64 / 1e9;
+    let (gw_cpu, redis_cpu, client_cpu, own) = (g1 - g0, r1 - r0, c1 - c0, self1 - self0);
+    let other = ((busy1 - busy0) - gw_cpu - redis_cpu - client_cpu - own) * 100.0 / wall;
+    let delta = |k: &str| metric(&m1, k) - metric(&m0, k);
+    let mut s = format!(
+        "SUMMARY mode=resume conns={} procs={} backlog={} conc={} all_back={all_back} back={back_n} all_back_s={:.3} \
+         all_connected_s={:.3} recover_p50_ms={} recover_p90_ms={} recover_p99_ms={} recover_max_ms={} \
+         listen_overflows={overflows} gw_cpu_s={gw_cpu:.2} redis_cpu_s={redis_cpu:.2} client_cpu_s={client_cpu:.2} \
+         wall_s={wall:.2} gw_cpu_pct={:.0} redis_cpu_pct={:.0} other_cpu_pct={other:.0} gw_rss_kib={} \
+         replayed_events={} deliveries={} resumes={} workers_done={} ready_workers={}",
+        cli.conns,
+        procs.len(),
+        cli.backlog,
+        cli.conc,
+        all_back_ns.saturating_sub(go) as f64 / 1e9,
+        connected_ns.saturating_sub(go) as f64 / 1e9,
+        hist::pct_sorted(&times, 0.5),
+        hist::pct_sorted(&times, 0.9),
+        hist::pct_sorted(&times, 0.99),
+        times.last().copied().unwrap_or(0),
+        gw_cpu * 100.0 / wall,
+        redis_cpu * 100.0 / wall,
+        sys::rss_kib(gw),
+        delta("wsgate_replayed_events_total"),
+        delta("wsgate_deliveries_total"),
+        family(&m1, "wsgate_resumes_total"),
+        done.iter().all(Option::is_some),
+        ready.iter().flatten().count(),
+    );
+    s.push_str(&client_totals(&results));
+    println!("{s}");
+    wait_procs(procs).await;
+    if !all_back || results.len() != cli.procs.max(1) {
+        return 5;
+    }
+    if sum(&results, "missing") + sum(&results, "dupes") + sum(&results, "not_recovered") > 0 {
+        return 4;
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1456,7 +1644,7 @@ mod tests {
         let slot = Slot::default();
         let c = Counters::default();
         let mut id = None;
-        let mut s = Seq { slot: &slot, c: &c, last_id: &mut id, last_seq: 0 };
+        let mut s = Seq { slot: &slot, c: &c, last_id: &mut id, last_seq: 0, first: 1, upto: 0 };
         for (i, seq) in [1u64, 2, 2, 3, 5, 4, 6].iter().enumerate() {
             s.on_text(
                 format!(r#"{{"id":"1700000000000-{i}","type":"soak","data":{{"seq":{seq}}},"ts":1}}"#).as_bytes(),
