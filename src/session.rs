@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -85,6 +86,18 @@ struct Conn<'a> {
     reg: &'a Registration,
     grants: &'a [String],
     s: &'a SessionSettings,
+}
+
+/// The WebSocket over an upgraded socket (`early`: bytes the client sent behind the handshake,
+/// which hyper read). Built synchronously: tokio-tungstenite's constructors are async only in
+/// form (they complete on their first poll), and awaiting them would keep their state in
+/// every connection's task.
+pub fn wrap(stream: TcpStream, early: Option<Vec<u8>>, cfg: WebSocketConfig) -> Socket {
+    let built = match early {
+        None => WebSocketStream::from_raw_socket(stream, Role::Server, Some(cfg)).now_or_never(),
+        Some(bytes) => WebSocketStream::from_partially_read(stream, bytes, Role::Server, Some(cfg)).now_or_never(),
+    };
+    built.expect("tokio-tungstenite builds a stream without a handshake on the first poll")
 }
 
 /// Runs a connection to its end.

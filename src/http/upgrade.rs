@@ -14,18 +14,17 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
 use super::respond::{auth_error, error, json_response, limit_refusal, Body};
 use crate::auth::{query_param, token_from_parts};
 use crate::channel;
-use crate::limits::client_ip;
+use crate::limits::{client_ip, Admission};
 use crate::session::{self, Peer};
 use crate::state::AppState;
 
@@ -145,42 +144,8 @@ pub async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: 
         grants: claims.channels,
         channels,
     };
-    let st2 = st.clone();
     let session_rt = st.session_rt.clone();
-    st.sessions.spawn_on(
-        async move {
-            let _admission = admission;
-            let upgraded = match on_upgrade.await {
-                Ok(u) => u,
-                Err(e) => {
-                    tracing::debug!(error = %e, "upgrade failed");
-                    return;
-                }
-            };
-            let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-                tracing::error!("upgraded connection is not a TCP stream");
-                return;
-            };
-            // The socket moves from the HTTP runtime's reactor to the session runtime's.
-            let stream = match parts.io.into_inner().into_std().and_then(TcpStream::from_std) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot hand the socket to the session runtime");
-                    return;
-                }
-            };
-            // A client may pipeline its first frames behind the handshake; hyper has read them.
-            let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
-            drop(parts.read_buf);
-            let cfg = Some(st2.ws_config);
-            let ws = match early {
-                None => WebSocketStream::from_raw_socket(stream, Role::Server, cfg).await,
-                Some(bytes) => WebSocketStream::from_partially_read(stream, bytes, Role::Server, cfg).await,
-            };
-            session::run(ws, st2.hub.clone(), st2.broker.clone(), peer, st2.session_settings).await;
-        },
-        &session_rt,
-    );
+    st.sessions.spawn_on(serve_upgraded(on_upgrade, st.clone(), peer, admission), &session_rt);
 
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -191,9 +156,57 @@ pub async fn upgrade(mut req: Request<Incoming>, st: &Arc<AppState>, peer_addr: 
     r
 }
 
+/// The session task: waits for hyper to finish the 101, takes the socket over to the session
+/// runtime, and runs the connection. Its future is what every open connection costs in memory
+/// (the tokio task holds it): keep what it holds across `.await`s small.
+async fn serve_upgraded(on_upgrade: OnUpgrade, st: Arc<AppState>, peer: Peer, admission: Admission) {
+    let _admission = admission;
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        tracing::error!("upgraded connection is not a TCP stream");
+        return;
+    };
+    // The socket moves from the HTTP runtime's reactor to the session runtime's.
+    let stream = match parts.io.into_inner().into_std().and_then(TcpStream::from_std) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand the socket to the session runtime");
+            return;
+        }
+    };
+    // A client may pipeline its first frames behind the handshake; hyper has read them.
+    let early = (!parts.read_buf.is_empty()).then(|| parts.read_buf.to_vec());
+    drop(parts.read_buf);
+    let ws = session::wrap(stream, early, st.ws_config);
+    session::run(ws, st.hub.clone(), st.broker.clone(), peer, st.session_settings).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an open connection's task holds: the session future (the tokio task is this plus
+    /// a header). Most of an idle connection's memory; the figure is printed for the record
+    /// (`cargo test --lib task_size -- --nocapture`) and held under a budget so that a change
+    /// that makes every connection bigger is noticed.
+    #[tokio::test]
+    async fn the_session_task_stays_small() {
+        let st = AppState::new(crate::config::Config::for_tests("a-unit-test-secret-of-32-bytes-or-more")).unwrap();
+        let limiter = crate::limits::Limiter::new(Default::default());
+        let admission = limiter.admit(std::net::Ipv4Addr::LOCALHOST.into(), "u").unwrap();
+        let peer = Peer { user: "u".into(), valid_until: u64::MAX, since: None, grants: vec![], channels: vec![] };
+        let on_upgrade = hyper::upgrade::on(&mut Request::new(()));
+        let task = serve_upgraded(on_upgrade, st, peer, admission);
+        let size = std::mem::size_of_val(&task);
+        eprintln!("task_size: the session future is {size} bytes");
+        assert!(size <= 4096, "the session future grew to {size} bytes");
+    }
 
     #[test]
     fn channels_are_deduplicated_and_bounded_while_parsed() {
