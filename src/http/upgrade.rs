@@ -201,7 +201,7 @@ mod tests {
         let limiter = crate::limits::Limiter::new(Default::default());
         let admission = limiter.admit(std::net::Ipv4Addr::LOCALHOST.into(), "u").unwrap();
         let peer = Peer { user: "u".into(), valid_until: u64::MAX, since: None, grants: vec![], channels: vec![] };
-        let on_upgrade = hyper::upgrade::on(&mut Request::new(()));
+        let on_upgrade = hyper::upgrade::on(Request::new(()));
         let task = serve_upgraded(on_upgrade, st, peer, admission);
         let size = std::mem::size_of_val(&task);
         eprintln!("task_size: the session future is {size} bytes");
